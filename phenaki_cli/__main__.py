@@ -1,0 +1,3 @@
+from phenaki_cli.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""Model configs as dataclasses, with JSON load/save and validation that names the bad field."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from phenaki_cli.errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass
+class TokenizerConfig:
+    """C-ViViT sizes. Defaults are the benchmark reference config (see bench/tokenizer.py)."""
+
+    image_size: int = 64
+    channels: int = 3
+    patch_size: int = 8  # p: spatial patch side
+    temporal_patch_size: int = 2  # t: frames per tubelet after the first frame
+    dim: int = 256
+    spatial_depth: int = 2
+    temporal_depth: int = 2
+    heads: int = 8
+    dim_head: int = 32
+    mlp_ratio: float = 4.0
+    codebook_size: int = 1024
+    code_dim: int = 32  # factorized codes: looked up in this low-dimensional, l2-normalized space
+    commitment_weight: float = 0.25
+    dead_code_steps: int = 100  # a code unused for this many training batches is restarted
+
+    def validate(self) -> None:
+        positive = ["image_size", "channels", "patch_size", "temporal_patch_size", "dim", "heads",
+                    "dim_head", "codebook_size", "code_dim", "dead_code_steps"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"tokenizer config: {name} must be positive, got {getattr(self, name)}")
+        if self.image_size % self.patch_size:
+            raise UserError(
+                f"tokenizer config: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.spatial_depth < 0 or self.temporal_depth < 0:
+            raise UserError("tokenizer config: depths must be >= 0")
+
+    @property
+    def grid_size(self) -> int:
+        """Tokens per side of one time step."""
+        return self.image_size // self.patch_size
+
+    def time_steps(self, num_frames: int) -> int:
+        """Token time steps for a clip of `num_frames` = 1 + t·n frames."""
+        check_frame_count(num_frames, self.temporal_patch_size)
+        return 1 + (num_frames - 1) // self.temporal_patch_size
+
+    def frames_for(self, time_steps: int) -> int:
+        return 1 + (time_steps - 1) * self.temporal_patch_size
+
+
+def check_frame_count(num_frames: int, temporal_patch: int) -> None:
+    if num_frames < 1 or (num_frames - 1) % temporal_patch:
+        valid = ", ".join(str(1 + temporal_patch * n) for n in range(4))
+        raise UserError(
+            f"got {num_frames} frames; the tokenizer takes 1 + {temporal_patch}·n frames ({valid}, ...)")
+
+
+def valid_frame_count(num_frames: int, temporal_patch: int) -> int:
+    """The largest count <= num_frames of the form 1 + t·n (the documented trimming policy)."""
+    if num_frames < 1:
+        raise UserError("the video has no frames")
+    return 1 + ((num_frames - 1) // temporal_patch) * temporal_patch
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict, where: str) -> T:
+    """Build a config dataclass from JSON data; unknown or mistyped fields name themselves."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    values = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if isinstance(default, bool) != isinstance(value, bool) or (
+                isinstance(default, (int, float)) and not isinstance(value, (int, float))) or (
+                isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float)) or (
+                isinstance(default, str) and not isinstance(value, str)):
+            raise UserError(f"{where}: field {name} should be {type(default).__name__}, got {value!r}")
+        values[name] = value
+    config = cls(**values)
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
+
+
+def config_hash(data: dict) -> str:
+    """A short stable hash of a config, recorded with tokens so a mismatch can be caught."""
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

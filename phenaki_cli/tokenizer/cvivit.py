@@ -1,0 +1,135 @@
+"""C-ViViT: the causal video tokenizer of Phenaki.
+
+A clip of 1 + t·n frames becomes (1 + n) × (H/p) × (W/p) discrete tokens: the first frame
+is cut into p×p patches on its own, each later group of t frames into t×p×p tubelets.
+Encoder: patch embedding → spatial transformer (all-to-all within one time step) →
+temporal transformer with causal attention. The decoder mirrors it back to pixels.
+
+Causality: the only operations that mix time steps are the causal temporal attentions;
+the time position table is absolute (index-only), and every reshape keeps time and space
+apart. So the tokens of time steps 0..k never depend on later frames (tests prove it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from phenaki_cli.config import TokenizerConfig, check_frame_count
+from phenaki_cli.errors import UserError
+from phenaki_cli.nn import Block, sinusoidal_table
+from phenaki_cli.tokenizer.quantizer import FactorizedVQ
+
+
+@dataclass
+class TokenizerOutput:
+    reconstruction: torch.Tensor  # (b, f, c, H, W), unclamped, target range [0, 1]
+    indices: torch.Tensor  # (b, T, h, w)
+    vq_loss: torch.Tensor
+    perplexity: torch.Tensor
+    used_fraction: torch.Tensor
+
+
+class CViViT(nn.Module):
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        p, t = c.patch_size, c.temporal_patch_size
+
+        def blocks(depth: int) -> nn.ModuleList:
+            return nn.ModuleList(Block(c.dim, c.heads, c.dim_head, c.mlp_ratio) for _ in range(depth))
+
+        self.embed_first = nn.Linear(c.channels * p * p, c.dim)
+        self.embed_rest = nn.Linear(c.channels * t * p * p, c.dim)
+        self.encoder_spatial_pos = nn.Parameter(torch.randn(c.grid_size ** 2, c.dim) * 0.02)
+        self.encoder_spatial = blocks(c.spatial_depth)
+        self.encoder_temporal = blocks(c.temporal_depth)
+        self.encoder_norm = nn.LayerNorm(c.dim)
+        self.quantizer = FactorizedVQ(c.dim, c.codebook_size, c.code_dim, c.commitment_weight, c.dead_code_steps)
+        self.decoder_spatial_pos = nn.Parameter(torch.randn(c.grid_size ** 2, c.dim) * 0.02)
+        self.decoder_temporal = blocks(c.temporal_depth)
+        self.decoder_spatial = blocks(c.spatial_depth)
+        self.decoder_norm = nn.LayerNorm(c.dim)
+        self.to_first = nn.Linear(c.dim, c.channels * p * p)
+        self.to_rest = nn.Linear(c.dim, c.channels * t * p * p)
+
+    # ----- shapes ---------------------------------------------------------------------------
+    def check_video(self, video: torch.Tensor) -> None:
+        c = self.config
+        if video.ndim != 5:
+            raise UserError(f"video tensor must be (batch, frames, channels, height, width), got {tuple(video.shape)}")
+        _, f, ch, h, w = video.shape
+        if ch != c.channels or h != c.image_size or w != c.image_size:
+            raise UserError(f"video frames are {ch}×{h}×{w}; this tokenizer takes "
+                            f"{c.channels}×{c.image_size}×{c.image_size}")
+        check_frame_count(f, c.temporal_patch_size)
+
+    def token_shape(self, num_frames: int) -> tuple[int, int, int]:
+        g = self.config.grid_size
+        return self.config.time_steps(num_frames), g, g
+
+    # ----- encoder --------------------------------------------------------------------------
+    def _patchify(self, video: torch.Tensor) -> torch.Tensor:
+        p, t = self.config.patch_size, self.config.temporal_patch_size
+        video = video * 2 - 1
+        first = rearrange(video[:, :1], "b f c (h p1) (w p2) -> b f h w (c p1 p2)", p1=p, p2=p)
+        tokens = [self.embed_first(first)]
+        if video.shape[1] > 1:
+            rest = rearrange(video[:, 1:], "b (f pt) c (h p1) (w p2) -> b f h w (c pt p1 p2)",
+                             pt=t, p1=p, p2=p)
+            tokens.append(self.embed_rest(rest))
+        return torch.cat(tokens, dim=1)
+
+    def _spatial(self, x: torch.Tensor, pos: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
+        b, _, h, w, _ = x.shape
+        x = rearrange(x, "b t h w d -> (b t) (h w) d") + pos
+        for block in blocks:
+            x = block(x)
+        return rearrange(x, "(b t) (h w) d -> b t h w d", b=b, h=h, w=w)
+
+    def _temporal(self, x: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
+        b, t, h, w, d = x.shape
+        x = rearrange(x, "b t h w d -> (b h w) t d") + sinusoidal_table(t, d).to(x)
+        for block in blocks:
+            x = block(x, causal=True)
+        return rearrange(x, "(b h w) t d -> b t h w d", b=b, h=h, w=w)
+
+    def encode_latents(self, video: torch.Tensor) -> torch.Tensor:
+        """(b, f, c, H, W) in [0, 1] → continuous latents (b, T, h, w, dim), before quantization."""
+        self.check_video(video)
+        x = self._spatial(self._patchify(video), self.encoder_spatial_pos, self.encoder_spatial)
+        return self.encoder_norm(self._temporal(x, self.encoder_temporal))
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(b, f, c, H, W) in [0, 1] → token indices (b, T, h, w)."""
+        return self.quantizer.lookup(self.encode_latents(video))[1]
+
+    # ----- decoder --------------------------------------------------------------------------
+    def decode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        p, t, ch = self.config.patch_size, self.config.temporal_patch_size, self.config.channels
+        x = self._temporal(x, self.decoder_temporal)
+        x = self.decoder_norm(self._spatial(x, self.decoder_spatial_pos, self.decoder_spatial))
+        frames = [rearrange(self.to_first(x[:, :1]), "b f h w (c p1 p2) -> b f c (h p1) (w p2)",
+                            c=ch, p1=p, p2=p)]
+        if x.shape[1] > 1:
+            frames.append(rearrange(self.to_rest(x[:, 1:]), "b f h w (c pt p1 p2) -> b (f pt) c (h p1) (w p2)",
+                                    c=ch, pt=t, p1=p, p2=p))
+        return (torch.cat(frames, dim=1) + 1) / 2
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Token indices (b, T, h, w) → video (b, 1 + t·(T-1), c, H, W) clamped to [0, 1]."""
+        g = self.config.grid_size
+        if indices.ndim != 4 or indices.shape[2:] != (g, g):
+            raise UserError(f"token grid must be (batch, time, {g}, {g}), got {tuple(indices.shape)}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.quantizer.codebook_size):
+            raise UserError(f"token ids must lie in [0, {self.quantizer.codebook_size}), "
+                            f"got {int(indices.min())}..{int(indices.max())}")
+        return self.decode_latents(self.quantizer.embed(indices)).clamp(0, 1)
+
+    def forward(self, video: torch.Tensor) -> TokenizerOutput:
+        q = self.quantizer(self.encode_latents(video))
+        return TokenizerOutput(self.decode_latents(q.quantized), q.indices, q.loss, q.perplexity, q.used_fraction)

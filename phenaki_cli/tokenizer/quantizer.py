@@ -1,0 +1,76 @@
+"""Vector quantizer with factorized, l2-normalized codes (ViT-VQGAN style, as in Phenaki).
+
+Vectors are projected to a small `code_dim`, l2-normalized, and matched to the nearest
+normalized code by cosine similarity; the quantized code is projected back up. Codes
+that no batch has used for `dead_code_steps` training steps are restarted from random
+vectors of the current batch, so the codebook does not collapse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor  # (..., dim), straight-through: gradients reach the encoder
+    indices: torch.Tensor  # (...,) long
+    loss: torch.Tensor  # codebook + commitment loss
+    perplexity: torch.Tensor  # exp(entropy) of this batch's code usage
+    used_fraction: torch.Tensor  # share of the codebook used in this batch
+
+
+class FactorizedVQ(nn.Module):
+    def __init__(self, dim: int, codebook_size: int, code_dim: int, commitment_weight: float,
+                 dead_code_steps: int):
+        super().__init__()
+        self.commitment_weight = commitment_weight
+        self.dead_code_steps = dead_code_steps
+        self.project_in = nn.Linear(dim, code_dim)
+        self.project_out = nn.Linear(code_dim, dim)
+        self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim))
+        self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.long))
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codebook.shape[0]
+
+    def normalized_codes(self) -> torch.Tensor:
+        return F.normalize(self.codebook, dim=-1)
+
+    def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., dim) → normalized low-dim vectors (..., code_dim) and code indices (...)."""
+        z = F.normalize(self.project_in(x), dim=-1)
+        indices = (z @ self.normalized_codes().t()).argmax(dim=-1)
+        return z, indices
+
+    def embed(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices (...) → vectors (..., dim) for the decoder."""
+        return self.project_out(F.embedding(indices, self.normalized_codes()))
+
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        z, indices = self.lookup(x)
+        codes = F.embedding(indices, self.normalized_codes())
+        loss = F.mse_loss(codes, z.detach()) + self.commitment_weight * F.mse_loss(z, codes.detach())
+        straight_through = z + (codes - z).detach()
+
+        counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).float()
+        probs = counts / counts.sum()
+        perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
+        if self.training:
+            self._restart_dead_codes(z.detach().reshape(-1, z.shape[-1]), counts)
+        return QuantizerOutput(self.project_out(straight_through), indices, loss, perplexity,
+                               (counts > 0).float().mean())
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, batch_vectors: torch.Tensor, counts: torch.Tensor) -> None:
+        self.steps_unused.copy_(torch.where(counts > 0, 0, self.steps_unused + 1))
+        dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
+        if len(dead):
+            picks = torch.randint(len(batch_vectors), (len(dead),), device=batch_vectors.device)
+            self.codebook[dead] = batch_vectors[picks]
+            self.steps_unused[dead] = 0

@@ -1,0 +1,168 @@
+"""Video in and out: RGB uint8 frames (F, H, W, 3) ⇄ files, through the ffmpeg of imageio-ffmpeg.
+
+Reading: mp4 / webm / mov / mkv / avi / gif, a single image, or a folder of images (sorted
+by name). Frames always come back RGB uint8, whatever the container (the public Phenaki
+code read mp4 as BGR; a test guards against that class of bug).
+
+Resize policy (`size`): scale so the shorter side equals `size` (antialiased bilinear),
+then crop the centre square. Frame-rate policy (`fps`): ffmpeg's fps filter drops or
+repeats frames to the target rate.
+
+Writing is atomic (temporary file, then rename): mp4/mov/mkv as H.264 yuv420p (odd sizes
+are padded to even, +faststart so it plays while loading), webm as VP9, gif with a
+per-video palette, or a folder of PNGs when the path has no suffix.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from phenaki_cli.errors import UserError
+from phenaki_cli.files import atomic_path
+
+DEFAULT_FPS = 8.0
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".m4v"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Video:
+    frames: np.ndarray  # (F, H, W, 3) uint8, RGB
+    fps: float
+
+
+def ffmpeg_exe() -> str:
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _ffmpeg_frames(path: Path, fps: float | None) -> tuple[np.ndarray, float]:
+    output_params = ["-vf", f"fps={fps}"] if fps else None
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output_params)
+        meta = reader.__next__()
+        width, height = meta["size"]
+        frames = [np.frombuffer(buf, np.uint8).reshape(height, width, 3) for buf in reader]
+    except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable video or image ({reason[:160]})") from None
+    source_fps = float(meta.get("fps") or DEFAULT_FPS)
+    if not frames:
+        return np.zeros((0, height, width, 3), np.uint8), fps or source_fps
+    return np.stack(frames), fps or source_fps
+
+
+def read_video(path: str | Path, fps: float | None = None, size: int | None = None) -> Video:
+    """Read any supported video, image or image folder as RGB uint8 frames."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        frames = [_ffmpeg_frames(f, None)[0][:1] for f in files]
+        shapes = {f.shape for f in frames}
+        if len(shapes) > 1:
+            raise UserError(f"{path}: images differ in size ({', '.join(str(s[1:3]) for s in shapes)})")
+        video = Video(np.concatenate(frames), fps or DEFAULT_FPS)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        video = Video(_ffmpeg_frames(path, None)[0][:1], fps or DEFAULT_FPS)
+    else:
+        video = Video(*_ffmpeg_frames(path, fps))
+    if len(video.frames) == 0:
+        raise UserError(f"{path}: has no frames")
+    if size is not None:
+        video.frames = resize_center_crop(video.frames, size)
+    return video
+
+
+def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """Scale the shorter side to `size` (antialiased), then crop the centre square."""
+    _, h, w, _ = frames.shape
+    if h == size and w == size:
+        return frames
+    x = frames_to_tensor(frames)
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return tensor_to_frames(x[:, :, top:top + size, left:left + size])
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(F, H, W, 3) uint8 → (F, 3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
+    """(F, 3, H, W) float in [0, 1] → (F, H, W, 3) uint8."""
+    return video.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _pad_even(frames: np.ndarray) -> np.ndarray:
+    _, h, w, _ = frames.shape
+    if h % 2 == 0 and w % 2 == 0:
+        return frames
+    return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
+    """Write frames atomically; the format follows the suffix (none: a folder of PNGs)."""
+    path = Path(path)
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be a non-empty (F, H, W, 3) array, got {frames.shape}")
+    suffix = path.suffix.lower()
+    if suffix == "":
+        with atomic_path(path, directory=True) as tmp:
+            for i, frame in enumerate(frames):
+                write_png(tmp / f"{i:05d}.png", frame)
+        return
+    if suffix == ".png":
+        if len(frames) != 1:
+            raise UserError(f"{path}: a .png holds one frame; give a folder path (no suffix) for {len(frames)}")
+        with atomic_path(path) as tmp:
+            write_png(tmp, frames[0])
+        return
+    if suffix in (".mp4", ".mov", ".mkv", ".m4v"):
+        frames = _pad_even(frames)
+        codec, pix_fmt, params = "libx264", "yuv420p", ["-crf", "12", "-preset", "medium", "-movflags", "+faststart"]
+    elif suffix == ".webm":
+        frames = _pad_even(frames)
+        codec, pix_fmt, params = "libvpx-vp9", "yuv420p", ["-crf", "20", "-b:v", "0"]
+    elif suffix == ".gif":
+        codec, pix_fmt = "gif", "pal8"
+        params = ["-vf", "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=none"]
+    else:
+        raise UserError(f"{path}: unsupported output format {suffix!r} (use .mp4, .webm, .gif, .png or a folder)")
+    _, h, w, _ = frames.shape
+    with atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec=codec, pix_fmt_out=pix_fmt,
+                                             quality=None, macro_block_size=1, output_params=params,
+                                             ffmpeg_log_level="error")
+        writer.send(None)
+        for frame in frames:
+            writer.send(frame.tobytes())
+        writer.close()
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write one RGB uint8 image as PNG (zlib from the standard library; no extra dependency)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    h, w, _ = image.shape
+    raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
+                           + chunk(b"IEND", b""))
