@@ -103,3 +103,15 @@ def config_hash(data: dict) -> str:
     """A short stable hash of a config, recorded with tokens so a mismatch can be caught."""
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Named sizes. "reference" is the benchmark config (compare with phenaki-pytorch 0.5.0);
+# "shapes" is the shipped Shapes World tokenizer; "tiny" is for tests; "paper" is Phenaki's.
+TOKENIZER_PRESETS = {
+    "reference": TokenizerConfig(),
+    "shapes": TokenizerConfig(dim=128, heads=4, dim_head=32, codebook_size=512, dead_code_steps=20),
+    "tiny": TokenizerConfig(image_size=32, dim=64, spatial_depth=1, temporal_depth=1, heads=2, dim_head=32,
+                            codebook_size=256, code_dim=16, dead_code_steps=10),
+    "paper": TokenizerConfig(image_size=128, dim=512, spatial_depth=4, temporal_depth=4, heads=8, dim_head=64,
+                             codebook_size=8192, code_dim=32),
+}

@@ -33,8 +33,9 @@ from phenaki_cli.data.shapes_world import (BACKGROUNDS, COLORS, DIRECTIONS, GROW
                                            REFERENCE_SIZE, SPEED, Caption)
 
 COLOR_NAMES = list(COLORS)
-COLOR_TOLERANCE = 90.0  # RGB distance within which a pixel counts as a palette colour
-MIN_AREA = 10  # pixels at 64 px; smaller blobs are noise
+COLOR_TOLERANCE = 60.0  # RGB distance from a background→colour line within which a pixel counts
+MIN_AREA = 6  # pixels at 64 px; smaller blobs are noise
+SHAPELESS_AREA = 24  # pixels at 64 px; a blurred blob this small shows no reliable shape
 SHAPE_AREA = {"circle": np.pi, "square": 4.0, "triangle": 2.0}  # area = factor · r²
 
 
@@ -48,6 +49,7 @@ class Blob:
     bottom_heavy: float  # share of the area in the lower half of the bounding box
     touches_border: bool
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 inclusive
+    scale: float  # frame size / 64
 
     @property
     def shape(self) -> str:
@@ -56,6 +58,10 @@ class Blob:
         if self.bottom_heavy >= 0.62 or self.fill < 0.6:
             return "triangle"
         return "square" if self.fill >= 0.9 else "circle"
+
+    @property
+    def shapeless(self) -> bool:
+        return self.area < SHAPELESS_AREA * self.scale ** 2
 
     def radius(self, shape: str) -> float:
         return float(np.sqrt(self.area / SHAPE_AREA[shape]))
@@ -68,10 +74,17 @@ def find_blobs(frames: np.ndarray, backgrounds: list[str]) -> list[list[Blob]]:
     palette = torch.tensor([COLORS[c] for c in COLOR_NAMES], dtype=torch.float32)  # (8, 3)
     pixels = torch.from_numpy(frames).float()  # (F, H, W, 3)
     bg = torch.tensor([BACKGROUNDS[b] for b in backgrounds], dtype=torch.float32)[:, None, None, :]
-    dist = torch.cdist(pixels.reshape(n, -1, 3), palette[None].expand(n, -1, -1)).reshape(n, h, w, -1)
-    bg_dist = (pixels - bg).norm(dim=-1)
-    nearest, index = dist.min(dim=-1)
-    label = torch.where((nearest < COLOR_TOLERANCE) & (nearest < bg_dist), index + 1, 0)  # 0: background/unknown
+    # Blur mixes an object's edge with the background: judge each pixel along the line from the
+    # background to each palette colour. It belongs to colour c if it lies at least halfway
+    # towards c on that line (alpha >= 0.5) and close to the line (residual < tolerance).
+    direction = palette[None, :, :] - bg[:, 0, 0, None, :]  # (F, 8, 3)
+    offset = (pixels - bg)[:, :, :, None, :]  # (F, H, W, 1, 3)
+    along = direction[:, None, None]  # (F, 1, 1, 8, 3)
+    alpha = ((offset * along).sum(-1) / (along * along).sum(-1)).clamp(max=1.0)
+    residual = (offset - alpha[..., None] * along).norm(dim=-1)
+    residual = torch.where(alpha >= 0.5, residual, torch.inf)
+    nearest, index = residual.min(dim=-1)
+    label = torch.where(nearest < COLOR_TOLERANCE, index + 1, 0)  # 0: background/unknown
 
     # connected components of each colour, for all frames at once: propagate the largest
     # pixel id through 8-neighbours of the same colour until nothing changes
@@ -102,7 +115,7 @@ def find_blobs(frames: np.ndarray, backgrounds: list[str]) -> list[list[Blob]]:
             lower = float((py > (y0 + y1) / 2).sum() + 0.5 * (py == (y0 + y1) / 2).sum()) / area
             found.append(Blob(color, area, float(px.mean()) + 0.5, float(py.mean()) + 0.5,
                               area / float((x1 - x0 + 1) * (y1 - y0 + 1)), lower,
-                              bool(x0 == 0 or y0 == 0 or x1 == w - 1 or y1 == h - 1), (x0, y0, x1, y1)))
+                              bool(x0 == 0 or y0 == 0 or x1 == w - 1 or y1 == h - 1), (x0, y0, x1, y1), scale))
     return blobs
 
 
@@ -110,7 +123,7 @@ def match(blobs: list[Blob], color: str, shape: str) -> Blob | None:
     """The largest blob of this colour and shape; failing that, one clipped by the border
     (clipping hides the shape)."""
     same_color = [b for b in blobs if b.color == color]
-    fits = [b for b in same_color if b.shape == shape] or [b for b in same_color if b.touches_border]
+    fits = [b for b in same_color if b.shape == shape] or [b for b in same_color if b.touches_border or b.shapeless]
     return max(fits, key=lambda b: b.area, default=None)
 
 

@@ -72,5 +72,7 @@ class FactorizedVQ(nn.Module):
         dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
         if len(dead):
             picks = torch.randint(len(batch_vectors), (len(dead),), device=batch_vectors.device)
-            self.codebook[dead] = batch_vectors[picks]
+            # through .data: the backward pass still to come needs no gradient for these rows
+            # (no index in this batch selected them), so rewriting them now is safe
+            self.codebook.data[dead] = batch_vectors[picks]
             self.steps_unused[dead] = 0

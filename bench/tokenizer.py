@@ -1,0 +1,73 @@
+"""Tokenizer speed at the reference config; prints JSON.
+
+    python bench/tokenizer.py            # 17 frames at 64×64, dim 256, 2+2 layers, 8 heads of 32, codebook 1024
+
+phenaki-pytorch 0.5.0 at this config did 418 encode / 407 decode frames/s on a machine whose fp32
+matmul peaked near 277 GFLOP/s (shared/REFERENCES.md). Machines differ, so we also measure this
+machine's peak and report the ratio both raw and scaled by the two peaks.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+
+import torch
+
+from phenaki_cli.config import TOKENIZER_PRESETS
+from phenaki_cli.runtime import tune_allocator
+from phenaki_cli.tokenizer import CViViT
+
+REFERENCE = {"encode_fps": 418.0, "decode_fps": 407.0, "matmul_peak_gflops": 277.0}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def best_rate(fn, frames: int, repeats: int = 20, rounds: int = 3) -> float:
+    for _ in range(3):
+        fn()
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        best = max(best, frames * repeats / (time.perf_counter() - start))
+    return best
+
+
+@torch.inference_mode()
+def main() -> None:
+    tune_allocator()
+    torch.set_num_threads(torch.get_num_threads())
+    torch.manual_seed(0)
+    model = CViViT(TOKENIZER_PRESETS["reference"]).eval()
+    video = torch.rand(1, 17, 3, 64, 64)
+    tokens = model.encode(video)
+    encode = best_rate(lambda: model.encode(video), 17)
+    decode = best_rate(lambda: model.decode(tokens), 17)
+    peak = matmul_peak()
+    scale = REFERENCE["matmul_peak_gflops"] / peak
+    print(json.dumps({
+        "config": "reference: dim 256, 2+2 layers, 8 heads of 32, patch 8, temporal patch 2, codebook 1024",
+        "frames": 17, "size": 64, "tokens": int(tokens.numel()), "threads": torch.get_num_threads(),
+        "encode_fps": round(encode, 1), "decode_fps": round(decode, 1),
+        "matmul_peak_gflops": round(peak, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "vs_phenaki_pytorch_raw": {"encode": round(encode / REFERENCE["encode_fps"], 2),
+                                   "decode": round(decode / REFERENCE["decode_fps"], 2)},
+        "vs_phenaki_pytorch_peak_scaled": {"encode": round(encode * scale / REFERENCE["encode_fps"], 2),
+                                           "decode": round(decode * scale / REFERENCE["decode_fps"], 2)},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

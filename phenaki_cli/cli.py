@@ -1,0 +1,286 @@
+"""The `phenaki` command line: parses arguments, calls the library, prints. No model logic here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from phenaki_cli.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Text-to-video stories with a causal C-ViViT tokenizer and a MaskGIT transformer.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: Shapes World renders, and dataset folders.")
+app.add_typer(data_app, name="data")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_MODEL = Path(os.environ.get("PHENAKI_MODEL", Path(__file__).resolve().parent.parent / "models" / "shapes-64"))
+ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model directory (default: the shipped Shapes World model).")
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+OverwriteOption = typer.Option(False, "--overwrite", help="Replace the output if it exists.")
+
+
+def _setup() -> None:
+    import torch
+
+    from phenaki_cli.runtime import tune_allocator
+    tune_allocator()
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        err.print(message)
+
+
+@app.command()
+def tokenize(video: Path = typer.Argument(..., help="Video, image or folder of images."),
+             output: Path = typer.Option(..., "--output", "-o", help="Tokens file (.npz)."),
+             model: Path = ModelOption, fps: Optional[float] = typer.Option(None, help="Resample to this frame rate."),
+             overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
+    """Encode a video into its grid of discrete tokens."""
+    from phenaki_cli.codec import Tokens, encode_frames, load_clip, save_tokens
+    from phenaki_cli.files import check_output
+    from phenaki_cli.modeldir import load_tokenizer
+
+    _setup()
+    check_output(output, overwrite)
+    tokenizer, config_hash = load_tokenizer(model)
+    frames, fps, source_frames = load_clip(video, tokenizer, fps)
+    grid = encode_frames(tokenizer, frames)
+    save_tokens(output, Tokens(grid, fps, len(frames), source_frames, config_hash))
+    info = {"output": str(output), "grid": list(grid.shape), "frames": len(frames), "source_frames": source_frames,
+            "fps": fps, "config_hash": config_hash, "codes_used": int(len(set(grid.flatten().tolist())))}
+    if as_json:
+        print(json.dumps(info))
+    else:
+        if len(frames) < source_frames:
+            _say(quiet, f"note: used the first {len(frames)} of {source_frames} frames (the tokenizer takes 1 + "
+                        f"{tokenizer.config.temporal_patch_size}·n)")
+        _say(quiet, f"wrote {output}: {grid.shape[0]}×{grid.shape[1]}×{grid.shape[2]} tokens for {len(frames)} frames")
+
+
+@app.command()
+def reconstruct(source: Path = typer.Argument(..., help="A video (encode → decode) or a tokens .npz (decode)."),
+                output: Path = typer.Option(..., "--output", "-o", help="Reconstructed video (.mp4, .gif, folder)."),
+                model: Path = ModelOption, compare: Optional[Path] = typer.Option(
+                    None, help="Also write input and reconstruction side by side here."),
+                fps: Optional[float] = typer.Option(None, help="Resample the input to this frame rate."),
+                overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
+    """Round-trip a video through the tokenizer and report PSNR / SSIM."""
+    import numpy as np
+
+    from phenaki_cli.codec import decode_grid, encode_frames, load_clip, load_tokens
+    from phenaki_cli.eval.metrics import psnr, psnr_per_frame, ssim_per_frame
+    from phenaki_cli.files import check_output
+    from phenaki_cli.modeldir import load_tokenizer
+    from phenaki_cli.video_io import write_video
+
+    _setup()
+    check_output(output, overwrite)
+    if compare is not None:
+        check_output(compare, overwrite)
+    tokenizer, config_hash = load_tokenizer(model)
+    if source.suffix.lower() == ".npz":
+        if compare is not None:
+            raise UserError("--compare needs a video input (a tokens file has no original frames)")
+        tokens = load_tokens(source, config_hash)
+        recon = decode_grid(tokenizer, tokens.grid)
+        write_video(output, recon, tokens.fps)
+        info = {"output": str(output), "frames": len(recon)}
+    else:
+        frames, fps, _ = load_clip(source, tokenizer, fps)
+        recon = decode_grid(tokenizer, encode_frames(tokenizer, frames))
+        write_video(output, recon, fps)
+        if compare is not None:
+            write_video(compare, np.concatenate([frames, recon], axis=2), fps)
+        per_frame_psnr, per_frame_ssim = psnr_per_frame(frames, recon), ssim_per_frame(frames, recon)
+        info = {"output": str(output), "frames": len(recon), "psnr": psnr(frames, recon),
+                "ssim": float(per_frame_ssim.mean())}
+        if as_json:
+            info["per_frame"] = [{"frame": i, "psnr": float(p), "ssim": float(s)}
+                                 for i, (p, s) in enumerate(zip(per_frame_psnr, per_frame_ssim))]
+    if as_json:
+        print(json.dumps(info))
+    else:
+        scores = f": PSNR {info['psnr']:.2f} dB, SSIM {info['ssim']:.4f}" if "psnr" in info else ""
+        _say(quiet, f"wrote {output} ({info['frames']} frames){scores}")
+
+
+@app.command("train-tokenizer")
+def train_tokenizer_command(
+        data: str = typer.Argument(..., help="'shapes' (Shapes World, streamed) or a dataset folder."),
+        output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
+        preset: str = typer.Option("shapes", help="Tokenizer size: reference | shapes | tiny | paper."),
+        config: Optional[Path] = typer.Option(None, help="A JSON file of tokenizer config fields (overrides --preset)."),
+        steps: int = typer.Option(2000), batch_size: int = typer.Option(8), frames: int = typer.Option(17),
+        lr: float = typer.Option(3e-4), save_every: int = typer.Option(250), seed: int = typer.Option(0),
+        workers: int = typer.Option(0, help="DataLoader worker processes for decoding videos."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --output."),
+        quiet: bool = QuietOption):
+    """Train the C-ViViT tokenizer; checkpoints in --output resume exactly."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from phenaki_cli.config import TOKENIZER_PRESETS, TokenizerConfig, check_frame_count, from_dict
+    from phenaki_cli.train.tokenizer import TrainSettings, train_tokenizer
+
+    _setup()
+    if config is not None:
+        try:
+            cfg = from_dict(TokenizerConfig, json.loads(config.read_text()), str(config))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{config}: cannot read a JSON config ({e})") from None
+    elif preset in TOKENIZER_PRESETS:
+        cfg = TOKENIZER_PRESETS[preset]
+    else:
+        raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
+    check_frame_count(frames, cfg.temporal_patch_size)
+    settings = TrainSettings(steps=steps, batch_size=batch_size, frames=frames, lr=lr, save_every=save_every,
+                             seed=seed, workers=workers, warmup_steps=min(100, max(1, steps // 10)))
+    with Progress(TextColumn("[bold]train-tokenizer"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err,
+                  disable=quiet) as progress:
+        task = progress.add_task("train", total=steps, status="")
+        def on_step(step: int, row: dict) -> None:
+            progress.update(task, completed=step, status=f"loss {row['loss']:.4f} PSNR {row['psnr']:.1f} dB "
+                                                          f"codes {row['codes_used']:.0%}")
+        last = train_tokenizer(data, output, cfg, settings, resume=resume, on_step=on_step)
+    _say(quiet, f"wrote {output}: step {last.get('step', steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
+                + (f", skipped {last['skipped_files']} unreadable files" if last.get("skipped_files") else ""))
+
+
+@data_app.command("shapes")
+def data_shapes(count: int = typer.Option(..., "-n", help="Number of videos."),
+                output: Path = typer.Option(..., "--output", "-o", help="Dataset folder to write."),
+                split: str = typer.Option("train", help="train | val | test | heldout"),
+                scenes: str = typer.Option("1", help="Scenes per video: N or MIN-MAX (e.g. 2-6)."),
+                frames_per_scene: int = typer.Option(16), size: int = typer.Option(64), fps: float = typer.Option(8.0),
+                overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Write a Shapes World dataset: mp4 files + captions.jsonl (the format of user datasets)."""
+    from phenaki_cli.data.datasets import write_shapes_dataset
+    from phenaki_cli.data.shapes_sampler import SPLIT_CODES
+    from phenaki_cli.files import check_output
+
+    check_output(output, overwrite)
+    if split not in SPLIT_CODES:
+        raise UserError(f"--split {split!r}: choose one of {', '.join(SPLIT_CODES)}")
+    try:
+        low, _, high = scenes.partition("-")
+        bounds = (int(low), int(high or low))
+    except ValueError:
+        raise UserError(f"--scenes {scenes!r}: give N or MIN-MAX") from None
+    if count < 1 or bounds[0] < 1 or bounds[1] < bounds[0] or frames_per_scene < 1 or size < 8:
+        raise UserError("need -n >= 1, 1 <= scenes MIN <= MAX, --frames-per-scene >= 1, --size >= 8")
+    write_shapes_dataset(output, count, frames_per_scene, size, fps, split, bounds)
+    _say(quiet, f"wrote {output}: {count} videos + captions.jsonl")
+
+
+@data_app.command("render")
+def data_render(script: Path = typer.Argument(..., help="A Shapes World story script."),
+                output: Path = typer.Option(..., "--output", "-o", help="Video to write (+ sidecar .json)."),
+                size: int = typer.Option(64), fps: float = typer.Option(8.0), seed: int = typer.Option(0),
+                overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Render a Shapes World story exactly (ground truth), with a sidecar JSON of its scenes."""
+    from phenaki_cli.data.shapes_world import render_story
+    from phenaki_cli.files import check_output, write_text_atomic
+    from phenaki_cli.story import load_story
+    from phenaki_cli.data.shapes_world import parse_caption
+    from phenaki_cli.video_io import write_video
+
+    check_output(output, overwrite)
+    story = load_story(script, fps)
+    captions = []
+    for scene in story.scenes:
+        try:
+            captions.append(parse_caption(scene.prompt))
+        except UserError as e:
+            raise UserError(f"{script}:{scene.line}: {e}") from None
+    rendering = render_story(captions, [s.frames for s in story.scenes], size=size, seed=seed)
+    write_video(output, rendering.frames, fps)
+    sidecar = {"fps": fps, "seed": seed, "source": str(script), "scenes": [
+        {"prompt": s.prompt, "start": a, "end": b} for s, (a, b) in zip(story.scenes, rendering.scene_ranges)]}
+    write_text_atomic(Path(output).with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
+    _say(quiet, f"wrote {output} ({len(rendering.frames)} frames, {len(story.scenes)} scenes)")
+
+
+@app.command("eval")
+def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated video to score."),
+                 story: Optional[Path] = typer.Option(None, "--story", help="Its story script."),
+                 suite: Optional[Path] = typer.Option(None, "--suite", help="Score every video in this folder."),
+                 as_json: bool = JsonOption):
+    """Score Shapes World videos: per-clause presence and motion, continuity at scene cuts."""
+    from phenaki_cli.eval.suite import aggregate, score_suite, score_video
+
+    if (video is None) == (suite is None):
+        raise UserError("give either a VIDEO (with --story or a sidecar JSON) or --suite DIR")
+    results = score_suite(suite) if suite is not None else [score_video(video, story)]
+    summary = aggregate(results)
+    if as_json:
+        print(json.dumps({**summary, "results": [{"video": str(r.video), **r.report.to_dict()} for r in results]}))
+        return
+    if suite is None:
+        table = Table("scene", "clause", "present", "action", "detail")
+        for c in results[0].report.clauses:
+            table.add_row(str(c.scene + 1), c.clause, "yes" if c.present else "[red]no",
+                          "yes" if c.action_ok else "[red]no", c.detail)
+        for b in results[0].report.boundaries:
+            table.add_row(f"{b.boundary + 1}|{b.boundary + 2}", f"continuity: {b.object}", "", "yes" if b.ok else "[red]no",
+                          b.detail)
+    else:
+        table = Table("video", "clauses", "prompt accuracy", "continuity")
+        for r in results:
+            cont = r.report.continuity
+            table.add_row(r.video.name, str(len(r.report.clauses)), f"{r.report.prompt_accuracy:.3f}",
+                          "n/a" if cont is None else f"{cont:.3f}")
+    out.print(table)
+    cont = summary["continuity"]
+    out.print(f"prompt accuracy {summary['prompt_accuracy']:.3f} over {summary['clauses']} clauses; continuity "
+              + ("n/a (one scene)" if cont is None else f"{cont:.3f} over {summary['boundaries']} checks"))
+
+
+@app.command()
+def info(model: Path = ModelOption, as_json: bool = JsonOption):
+    """Describe a model directory: sizes, token grid, parameter counts."""
+    from phenaki_cli.modeldir import load_tokenizer
+
+    tokenizer, config_hash = load_tokenizer(model)
+    c = tokenizer.config
+    details = {"model": str(model), "config_hash": config_hash, "tokenizer": vars(c).copy(),
+               "tokenizer_parameters": sum(p.numel() for p in tokenizer.parameters()),
+               "tokens_per_17_frames": list(tokenizer.token_shape(17))}
+    if as_json:
+        print(json.dumps(details))
+    else:
+        out.print(f"{model}: C-ViViT {c.image_size}×{c.image_size}, patch {c.patch_size}, temporal patch "
+                  f"{c.temporal_patch_size}, dim {c.dim}, {c.spatial_depth}+{c.temporal_depth} layers, codebook "
+                  f"{c.codebook_size}; {details['tokenizer_parameters'] / 1e6:.2f} M parameters; 17 frames → "
+                  f"{'×'.join(map(str, details['tokens_per_17_frames']))} tokens")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err.print("interrupted; no partial output was left")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

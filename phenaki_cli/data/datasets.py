@@ -1,0 +1,132 @@
+"""Video datasets on disk: a folder of videos with captions in a manifest.
+
+    DIR/captions.jsonl   {"video": "videos/00000.mp4", "caption": "a red circle moves right"}
+    DIR/captions.csv     same columns; WebVid-style names are accepted too
+
+Column names accepted: video | path | file | videoid (+ ".mp4") for the file, and
+caption | text | name | txt for the caption. A folder without a manifest is read as
+videos with empty captions (enough for tokenizer training). `phenaki data shapes`
+writes this same format, so Shapes World and a user's own data share one code path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from phenaki_cli.errors import UserError
+from phenaki_cli.files import atomic_path
+from phenaki_cli.video_io import VIDEO_SUFFIXES, read_video, write_video
+
+MANIFEST_NAMES = ("captions.jsonl", "manifest.jsonl", "captions.csv", "manifest.csv")
+VIDEO_KEYS = ("video", "path", "file", "videoid")
+CAPTION_KEYS = ("caption", "text", "name", "txt")
+
+
+@dataclass
+class Entry:
+    path: Path
+    caption: str
+
+
+def _pick(row: dict, keys: tuple[str, ...]):
+    for key in keys:
+        if row.get(key) not in (None, ""):
+            return key, row[key]
+    return None, None
+
+
+def read_manifest(root: str | Path) -> list[Entry]:
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: dataset folder not found")
+    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    if manifest is None:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        if not files:
+            raise UserError(f"{root}: no videos and no manifest ({', '.join(MANIFEST_NAMES)})")
+        return [Entry(p, "") for p in files]
+    rows: list[tuple[int, dict]] = []
+    if manifest.suffix == ".jsonl":
+        for number, line in enumerate(manifest.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{manifest}:{number}: not valid JSON ({e.msg})") from None
+    else:
+        with manifest.open(newline="") as f:
+            rows = list(enumerate(csv.DictReader(f), start=2))
+    entries = []
+    for number, row in rows:
+        key, video = _pick(row, VIDEO_KEYS) if isinstance(row, dict) else (None, None)
+        if video is None:
+            raise UserError(f"{manifest}:{number}: no video column ({' | '.join(VIDEO_KEYS)})")
+        video = str(video) + (".mp4" if key == "videoid" and not Path(str(video)).suffix else "")
+        entries.append(Entry(root / video, str(_pick(row, CAPTION_KEYS)[1] or "")))
+    if not entries:
+        raise UserError(f"{manifest}: manifest lists no videos")
+    return entries
+
+
+class VideoClips:
+    """Clips of a fixed frame count, read from a manifest folder at the model's fps and size.
+
+    Indexable by an integer sample number: sample k is a fixed clip (file and start drawn from
+    `seed` and k), so training that resumes at a step reads exactly the clips it would have.
+    Unreadable or too-short files give None and are counted in `skipped`, never a crash.
+    """
+
+    def __init__(self, root: str | Path, frames: int, size: int, fps: float, seed: int = 0):
+        self.entries = read_manifest(root)
+        self.frames, self.size, self.fps, self.seed = frames, size, fps, seed
+        self.skipped: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def entry_for(self, sample: int) -> tuple[Entry, np.random.Generator]:
+        epoch, position = divmod(sample, len(self.entries))
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.entries))
+        return self.entries[order[position]], np.random.default_rng([self.seed, epoch, position])
+
+    def __getitem__(self, sample: int) -> tuple[np.ndarray, str] | None:
+        entry, rng = self.entry_for(sample)
+        try:
+            frames = read_video(entry.path, fps=self.fps, size=self.size).frames
+        except UserError as e:
+            self.skipped[str(entry.path)] = str(e)
+            return None
+        if len(frames) < self.frames:
+            self.skipped[str(entry.path)] = f"{entry.path}: {len(frames)} frames, fewer than {self.frames}"
+            return None
+        start = int(rng.integers(len(frames) - self.frames + 1))
+        return frames[start:start + self.frames], entry.caption
+
+
+def write_shapes_dataset(out: str | Path, count: int, frames_per_scene: int, size: int, fps: float,
+                         split: str, scenes: tuple[int, int] = (1, 1)) -> None:
+    """Render `count` Shapes World stories as mp4 files plus captions.jsonl, atomically.
+
+    Each row carries the whole story caption (scenes joined by ". ") and, per scene, its
+    caption and frame range, so multi-scene samples can be scored by `phenaki eval`.
+    """
+    from phenaki_cli.data.shapes_sampler import sample_rendered_story
+
+    with atomic_path(out, directory=True) as tmp:
+        (tmp / "videos").mkdir()
+        lines = []
+        for i in range(count):
+            sample = sample_rendered_story(split, i, scenes=scenes, frames_per_scene=frames_per_scene, size=size)
+            name = f"videos/{split}-{i:06d}.mp4"
+            write_video(tmp / name, sample.rendering.frames, fps)
+            texts = [c.text() for c in sample.captions]
+            lines.append(json.dumps({
+                "video": name, "caption": ". ".join(texts), "split": split, "index": i, "fps": fps,
+                "scenes": [{"prompt": t, "start": a, "end": b} for t, (a, b) in
+                           zip(texts, sample.rendering.scene_ranges)]}))
+        (tmp / "captions.jsonl").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,70 @@
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from phenaki_cli.data.shapes_sampler import sample_rendered_story
+from phenaki_cli.data.shapes_world import COLORS, SHAPES, Caption
+from phenaki_cli.eval.analyser import analyse
+
+
+def score(videos, stories):
+    clauses, boundaries = [], []
+    for frames, sample in zip(videos, stories):
+        report = analyse(frames, sample.captions, sample.rendering.scene_ranges)
+        clauses += [c.ok for c in report.clauses]
+        boundaries += [b.ok for b in report.boundaries]
+    return float(np.mean(clauses)), float(np.mean(boundaries))
+
+
+STORIES = [sample_rendered_story("test", i) for i in range(200)]
+
+
+def test_ground_truth_renders_score_high():
+    """200 random stories of 2–6 scenes, one and two objects."""
+    assert {len(s.captions) for s in STORIES} == {2, 3, 4, 5, 6}
+    assert {len(s.rendering.states[-1]) for s in STORIES} == {1, 2}
+    accuracy, continuity = score([s.rendering.frames for s in STORIES], STORIES)
+    assert accuracy >= 0.97 and continuity >= 0.97
+
+
+def degrade(frames, seed):
+    """What a learned model produces: blur, colour drift, noise and small stray blobs."""
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)
+    x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)  # blur
+    x = x + torch.tensor([12.0, -10.0, 8.0])[None, :, None, None]  # colour drift
+    x = x + torch.from_numpy(rng.normal(0, 6, x.shape)).float()  # noise
+    out = x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy().copy()
+    for f in range(len(out)):  # a 2×2 stray blob of a palette colour per frame
+        y0, x0 = rng.integers(0, 60, 2)
+        out[f, y0:y0 + 2, x0:x0 + 2] = list(COLORS.values())[f % 8]
+    return out
+
+
+def test_robust_to_blur_drift_and_noise():
+    stories = STORIES[:40]
+    accuracy, continuity = score([degrade(s.rendering.frames, i) for i, s in enumerate(stories)], stories)
+    assert accuracy >= 0.9 and continuity >= 0.9
+
+
+def wrong(caption: Caption) -> Caption:
+    """The same caption about other objects: every colour and shape swapped."""
+    colours, clauses = list(COLORS), []
+    for c in caption.clauses:
+        color = colours[(colours.index(c.color) + 3) % 8]
+        action = c.action if c.verb != "turns" else f"turns {colours[(colours.index(c.argument) + 3) % 8]}"
+        clauses.append(type(c)(c.article, c.size, color, SHAPES[(SHAPES.index(c.shape) + 1) % 3], action))
+    return Caption(tuple(clauses), caption.background)
+
+
+def test_negative_controls_score_low():
+    stories = STORIES[:40]
+    wrong_stories = [type(s)([wrong(c) for c in s.captions], s.rendering, s.seed) for s in stories]
+    accuracy, continuity = score([s.rendering.frames for s in stories], wrong_stories)
+    assert accuracy <= 0.05 and continuity <= 0.05
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, s.rendering.frames.shape, dtype=np.uint8) for s in stories]
+    blank = [np.zeros_like(s.rendering.frames) for s in stories]
+    for videos in (noise, blank):
+        accuracy, continuity = score(videos, stories)
+        assert accuracy <= 0.05 and continuity <= 0.05

@@ -1,0 +1,114 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from phenaki_cli.config import TOKENIZER_PRESETS, TokenizerConfig
+from phenaki_cli.data.shapes_world import render_story
+from phenaki_cli.errors import UserError
+from phenaki_cli.nn import sinusoidal_table
+from phenaki_cli.tokenizer import CViViT
+from phenaki_cli.video_io import frames_to_tensor
+
+TINY = TOKENIZER_PRESETS["tiny"]
+
+
+def model(config=TINY, seed=0):
+    torch.manual_seed(seed)
+    return CViViT(config).eval()
+
+
+@pytest.mark.parametrize("frames", [1, 3, 5, 9, 17])
+def test_token_grid_shape_for_any_valid_length(frames):
+    m = model()
+    video = torch.rand(2, frames, 3, 32, 32)
+    with torch.no_grad():
+        tokens = m.encode(video)
+        assert tokens.shape == (2, 1 + (frames - 1) // 2, 4, 4)
+        assert m.token_shape(frames) == tokens.shape[1:]
+        assert m.decode(tokens).shape == video.shape
+
+
+@pytest.mark.parametrize("frames", [0, 2, 4, 16])
+def test_invalid_frame_count_is_a_clear_error(frames):
+    with pytest.raises(UserError, match=rf"got {frames} frames; the tokenizer takes 1 \+ 2·n"):
+        model().encode(torch.rand(1, frames, 3, 32, 32))
+
+
+def test_wrong_frame_size_is_a_clear_error():
+    with pytest.raises(UserError, match="3×64×64; this tokenizer takes 3×32×32"):
+        model().encode(torch.rand(1, 5, 3, 64, 64))
+
+
+@pytest.mark.parametrize("kept_steps", [1, 2, 4])
+def test_encoder_is_causal(kept_steps):
+    """Changing frames after time step k leaves tokens 0..k exactly unchanged (through every layer)."""
+    config = TokenizerConfig(image_size=32, dim=64, spatial_depth=2, temporal_depth=2, heads=2, dim_head=32,
+                             codebook_size=64, code_dim=8)
+    m = model(config)
+    video = torch.rand(1, 17, 3, 32, 32)
+    changed = video.clone()
+    start = 1 + 2 * (kept_steps - 1)  # first frame of time step `kept_steps`
+    changed[:, start:] = torch.rand_like(changed[:, start:])
+    with torch.no_grad():
+        a, b = m.encode_latents(video), m.encode_latents(changed)
+        assert torch.equal(a[:, :kept_steps], b[:, :kept_steps])
+        assert not torch.allclose(a[:, kept_steps:], b[:, kept_steps:])
+        assert torch.equal(m.encode(video)[:, :kept_steps], m.encode(changed)[:, :kept_steps])
+
+
+def test_decoder_is_causal():
+    """Frames of time steps 0..k decode from tokens 0..k alone."""
+    m = model()
+    tokens = torch.randint(0, TINY.codebook_size, (1, 5, 4, 4))
+    changed = tokens.clone()
+    changed[:, 3:] = torch.randint(0, TINY.codebook_size, (1, 2, 4, 4))
+    with torch.no_grad():
+        a, b = m.decode(tokens), m.decode(changed)
+    assert torch.equal(a[:, :5], b[:, :5])  # time steps 0, 1, 2 = frames 0..4
+
+
+def test_straight_through_gradients_reach_the_encoder():
+    m = model().train()
+    out = m(torch.rand(1, 5, 3, 32, 32))
+    (F.mse_loss(out.reconstruction, torch.rand_like(out.reconstruction)) + out.vq_loss).backward()
+    for name in ["embed_first.weight", "embed_rest.weight", "encoder_spatial.0.attn.to_qkv.weight",
+                 "quantizer.project_in.weight", "quantizer.codebook"]:
+        grad = dict(m.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_dead_codes_are_restarted_from_batch_vectors():
+    config = TokenizerConfig(image_size=32, dim=32, spatial_depth=1, temporal_depth=1, heads=1, dim_head=32,
+                             codebook_size=512, code_dim=8, dead_code_steps=2)
+    m = model(config).train()
+    before = m.quantizer.codebook.detach().clone()
+    video = torch.rand(1, 3, 3, 32, 32)
+    for _ in range(2):
+        m(video)
+    changed = (m.quantizer.codebook.detach() != before).any(dim=1)
+    assert changed.sum() > 400  # 32 tokens per batch cannot use most of 512 codes: those were restarted
+    assert (m.quantizer.steps_unused == 0).all()
+
+
+def test_time_position_table_is_cached():
+    assert sinusoidal_table(9, 64) is sinusoidal_table(9, 64)
+
+
+def test_tiny_tokenizer_overfits_one_clip():
+    """The training path learns: a tiny tokenizer reaches > 30 dB PSNR on one Shapes World clip."""
+    torch.manual_seed(0)
+    frames = render_story(["a big red circle moves right and a blue square moves down on a gray background"], 5,
+                          size=32, seed=3).frames
+    video = frames_to_tensor(frames)[None]
+    m = CViViT(TINY).train()
+    optimizer = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    for _ in range(700):
+        out = m(video)
+        loss = F.mse_loss(out.reconstruction, video) + out.vq_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    m.eval()
+    with torch.no_grad():
+        mse = F.mse_loss(m.decode(m.encode(video)), video)
+    assert -10 * torch.log10(mse) > 30
