@@ -190,10 +190,9 @@ def data_render(script: Path = typer.Argument(..., help="A Shapes World story sc
                 size: int = typer.Option(64), fps: float = typer.Option(8.0), seed: int = typer.Option(0),
                 overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
     """Render a Shapes World story exactly (ground truth), with a sidecar JSON of its scenes."""
-    from phenaki_cli.data.shapes_world import render_story
+    from phenaki_cli.data.shapes_world import parse_caption, render_story
     from phenaki_cli.files import check_output, write_text_atomic
     from phenaki_cli.story import load_story
-    from phenaki_cli.data.shapes_world import parse_caption
     from phenaki_cli.video_io import write_video
 
     check_output(output, overwrite)

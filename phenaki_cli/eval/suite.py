@@ -58,8 +58,12 @@ def score_video(video_path: str | Path, script: str | Path | None = None) -> Sco
     if scenes[-1][2] > len(video.frames):
         raise UserError(f"{video_path}: has {len(video.frames)} frames; its scenes run to frame {scenes[-1][2]}")
     captions = []
-    for prompt, _, _ in scenes:
-        captions.append(parse_caption(prompt))
+    for number, (prompt, _, _) in enumerate(scenes):
+        try:
+            captions.append(parse_caption(prompt))
+        except UserError as e:
+            where = f"{script}:{story.scenes[number].line}" if script is not None else f"{sidecar} scene {number + 1}"
+            raise UserError(f"{where}: {e}") from None
     return Scored(video_path, analyse(video.frames, captions, [(a, b) for _, a, b in scenes]))
 
 
