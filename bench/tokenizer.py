@@ -47,7 +47,6 @@ def best_rate(fn, frames: int, repeats: int = 20, rounds: int = 3) -> float:
 @torch.inference_mode()
 def main() -> None:
     tune_allocator()
-    torch.set_num_threads(torch.get_num_threads())
     torch.manual_seed(0)
     model = CViViT(TOKENIZER_PRESETS["reference"]).eval()
     video = torch.rand(1, 17, 3, 64, 64)

@@ -30,11 +30,8 @@ OverwriteOption = typer.Option(False, "--overwrite", help="Replace the output if
 
 
 def _setup() -> None:
-    import torch
-
     from phenaki_cli.runtime import tune_allocator
     tune_allocator()
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
 def _say(quiet: bool, message: str) -> None:
@@ -48,6 +45,8 @@ def tokenize(video: Path = typer.Argument(..., help="Video, image or folder of i
              model: Path = ModelOption, fps: Optional[float] = typer.Option(None, help="Resample to this frame rate."),
              overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Encode a video into its grid of discrete tokens."""
+    import numpy as np
+
     from phenaki_cli.codec import Tokens, encode_frames, load_clip, save_tokens
     from phenaki_cli.files import check_output
     from phenaki_cli.modeldir import load_tokenizer
@@ -59,7 +58,7 @@ def tokenize(video: Path = typer.Argument(..., help="Video, image or folder of i
     grid = encode_frames(tokenizer, frames)
     save_tokens(output, Tokens(grid, fps, len(frames), source_frames, config_hash))
     info = {"output": str(output), "grid": list(grid.shape), "frames": len(frames), "source_frames": source_frames,
-            "fps": fps, "config_hash": config_hash, "codes_used": int(len(set(grid.flatten().tolist())))}
+            "fps": fps, "config_hash": config_hash, "codes_used": int(np.unique(grid).size)}
     if as_json:
         print(json.dumps(info))
     else:
@@ -190,19 +189,14 @@ def data_render(script: Path = typer.Argument(..., help="A Shapes World story sc
                 size: int = typer.Option(64), fps: float = typer.Option(8.0), seed: int = typer.Option(0),
                 overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
     """Render a Shapes World story exactly (ground truth), with a sidecar JSON of its scenes."""
-    from phenaki_cli.data.shapes_world import parse_caption, render_story
+    from phenaki_cli.data.shapes_world import parse_captions, render_story
     from phenaki_cli.files import check_output, write_text_atomic
     from phenaki_cli.story import load_story
     from phenaki_cli.video_io import write_video
 
     check_output(output, overwrite)
     story = load_story(script, fps)
-    captions = []
-    for scene in story.scenes:
-        try:
-            captions.append(parse_caption(scene.prompt))
-        except UserError as e:
-            raise UserError(f"{script}:{scene.line}: {e}") from None
+    captions = parse_captions([s.prompt for s in story.scenes], [f"{script}:{s.line}" for s in story.scenes])
     rendering = render_story(captions, [s.frames for s in story.scenes], size=size, seed=seed)
     write_video(output, rendering.frames, fps)
     sidecar = {"fps": fps, "seed": seed, "source": str(script), "scenes": [

@@ -136,6 +136,17 @@ def parse_caption(text: str) -> Caption:
     return Caption(tuple(clauses), background)
 
 
+def parse_captions(prompts: list[str], locations: list[str]) -> list[Caption]:
+    """Parse a story's scene captions; an error is prefixed with that scene's location (file:line)."""
+    captions = []
+    for prompt, where in zip(prompts, locations):
+        try:
+            captions.append(parse_caption(prompt))
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    return captions
+
+
 @dataclass
 class WorldObject:
     shape: str

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phenaki_cli.data.shapes_world import parse_caption
+from phenaki_cli.data.shapes_world import parse_captions
 from phenaki_cli.errors import UserError
 from phenaki_cli.eval.analyser import Report, analyse
 from phenaki_cli.story import load_story
@@ -57,13 +57,11 @@ def score_video(video_path: str | Path, script: str | Path | None = None) -> Sco
         raise UserError(f"{video_path}: no story given and no sidecar {sidecar.name} beside it")
     if scenes[-1][2] > len(video.frames):
         raise UserError(f"{video_path}: has {len(video.frames)} frames; its scenes run to frame {scenes[-1][2]}")
-    captions = []
-    for number, (prompt, _, _) in enumerate(scenes):
-        try:
-            captions.append(parse_caption(prompt))
-        except UserError as e:
-            where = f"{script}:{story.scenes[number].line}" if script is not None else f"{sidecar} scene {number + 1}"
-            raise UserError(f"{where}: {e}") from None
+    if script is not None:
+        locations = [f"{script}:{s.line}" for s in story.scenes]
+    else:
+        locations = [f"{sidecar} scene {i + 1}" for i in range(len(scenes))]
+    captions = parse_captions([prompt for prompt, _, _ in scenes], locations)
     return Scored(video_path, analyse(video.frames, captions, [(a, b) for _, a, b in scenes]))
 
 

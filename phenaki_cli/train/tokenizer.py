@@ -82,14 +82,15 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
     out = Path(out)
     torch.manual_seed(settings.seed)
     start_step, log = 0, []
-    if resume and (out / STATE_FILE).is_file():
+    resuming = resume and (out / STATE_FILE).is_file()
+    if resuming:
         config = from_dict(TokenizerConfig, read_config(out)["tokenizer"], f"{out}/config.json [tokenizer]")
     model = CViViT(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.99),
                                   weight_decay=settings.weight_decay)
     schedule = cosine_with_warmup(settings.warmup_steps, settings.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    if resume and (out / STATE_FILE).is_file():
+    if resuming:
         load_weights(model, out / "tokenizer.safetensors")
         state = torch.load(out / STATE_FILE, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
