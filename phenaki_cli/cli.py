@@ -115,6 +115,116 @@ def reconstruct(source: Path = typer.Argument(..., help="A video (encode → dec
         _say(quiet, f"wrote {output} ({info['frames']} frames){scores}")
 
 
+TextEncoderOption = typer.Option(None, "--text-encoder", help="T5 encoder directory or hub id (default: the model's own).")
+SeedOption = typer.Option(0, "--seed", help="Same seed, model and script give the same frames.")
+StepsOption = typer.Option(None, "--steps", help="MaskGIT decoding steps per window (default: the model's).")
+GuidanceOption = typer.Option(None, "--guidance", help="Classifier-free guidance scale (0 unconditional, 1 conditional).")
+TemperatureOption = typer.Option(None, "--temperature", help="Confidence noise, annealed to 0 over the steps.")
+PrimeOption = typer.Option(None, "--prime-frames", help="K frames re-encoded to start each later window (1 + t·m).")
+FpsOption = typer.Option(None, "--fps", help="Frame rate of the output and of scene durations (default: the model's).")
+StoryboardOption = typer.Option(False, "--storyboard", help="Also write NAME.storyboard.png, a captioned contact sheet.")
+
+
+def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[str], seed: int, steps, guidance,
+                    temperature, prime_frames, fps: Optional[float], start: Optional[Path], start_is_image: bool,
+                    storyboard: bool, as_json: bool, quiet: bool, where: str) -> None:
+    """What `story` and `generate` share: load, warn about unknown words, generate with progress, report."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from phenaki_cli.jobs import SceneRequest, render_video, storyboard_path
+    from phenaki_cli.pipeline import Phenaki
+    from phenaki_cli.video_io import read_video
+
+    _setup()
+    loaded = time.perf_counter()
+    phenaki = Phenaki.from_pretrained(model, text_encoder)
+    load_seconds = time.perf_counter() - loaded
+    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature, prime_frames=prime_frames)
+    fps = fps or phenaki.fps
+    scenes = [SceneRequest(prompt, frames, line) for prompt, frames, line in scenes(fps)]
+    for scene in scenes:
+        unknown = phenaki.text_encoder.unknown_words(scene.prompt)
+        if unknown:
+            place = f"{where}:{scene.line}" if scene.line else where
+            err.print(f"[yellow]warning:[/yellow] {place}: the text encoder does not know "
+                      + ", ".join(repr(w) for w in unknown), highlight=False)
+    start_frames, source = None, None
+    if start is not None:
+        size = phenaki.tokenizer.config.image_size
+        video = read_video(start, fps=None if start_is_image else fps, size=size)
+        start_frames = video.frames[:1] if start_is_image else video.frames
+        source = {"path": str(start), "kind": "image" if start_is_image else "video"}
+    plan = phenaki.plan([s.frames for s in scenes], settings, 0 if start_frames is None else
+                        min(len(start_frames), settings.prime_frames))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=quiet or as_json) as progress:
+        tasks = [progress.add_task(f"scene {i + 1}: {s.prompt[:48]}", total=settings.steps * sum(
+            w.scene == i for w in plan)) for i, s in enumerate(scenes)]
+        sidecar = render_video(phenaki, scenes, output, settings, seed, fps, start_frames, source, storyboard,
+                               on_step=lambda window, step: progress.advance(tasks[window.scene]))
+    sidecar["timings"]["load_seconds"] = round(load_seconds, 3)
+    if as_json:
+        print(json.dumps({"output": str(output), **sidecar}))
+        return
+    extra = f" and {storyboard_path(output)}" if storyboard else ""
+    _say(quiet, f"wrote {output} ({sidecar['frames']} frames, {len(scenes)} scene(s), "
+                f"{sidecar['timings']['seconds']:.1f} s){extra}")
+
+
+@app.command()
+def story(script: Path = typer.Argument(..., help="Story script: one scene prompt per line, optional [3s]/[24f]."),
+          output: Path = typer.Option(..., "--output", "-o", help="Video to write (.mp4, .webm, .gif, folder)."),
+          model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
+          steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
+          temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
+          fps: Optional[float] = FpsOption,
+          start: Optional[Path] = typer.Option(None, "--from", help="Continue this video (it heads the output)."),
+          storyboard: bool = StoryboardOption, overwrite: bool = OverwriteOption, as_json: bool = JsonOption,
+          quiet: bool = QuietOption):
+    """Turn a story script into one continuous video, scene after scene."""
+    from phenaki_cli.files import check_output
+    from phenaki_cli.story import load_story
+
+    check_output(output, overwrite)
+    if not script.is_file():
+        raise UserError(f"{script}: story script not found")
+
+    def scenes(fps: float):
+        return [(s.prompt, s.frames, s.line) for s in load_story(script, fps).scenes]
+
+    scenes(8.0)  # parse errors before loading the model
+    _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
+                    start, False, storyboard, as_json, quiet, str(script))
+
+
+@app.command()
+def generate(prompt: str = typer.Argument(..., help="What happens in the scene."),
+             output: Path = typer.Option(..., "--output", "-o", help="Video to write (.mp4, .webm, .gif, folder)."),
+             seconds: float = typer.Option(2.0, "--seconds", help="Length of the scene."),
+             image: Optional[Path] = typer.Option(None, "--image", help="Start frame (image-to-video)."),
+             model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
+             steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
+             temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
+             fps: Optional[float] = FpsOption, storyboard: bool = StoryboardOption,
+             overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
+    """Generate one scene from a prompt (from a start image with --image)."""
+    from phenaki_cli.files import check_output
+
+    check_output(output, overwrite)
+    if not prompt.strip():
+        raise UserError("the prompt is empty")
+    if seconds <= 0:
+        raise UserError(f"--seconds must be positive, got {seconds:g}")
+
+    def scenes(fps: float):
+        return [(prompt.strip(), max(1, round(seconds * fps)), None)]
+
+    _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
+                    image, True, storyboard, as_json, quiet, "prompt")
+
+
 @app.command("train-tokenizer")
 def train_tokenizer_command(
         data: str = typer.Argument(..., help="'shapes' (Shapes World, streamed) or a dataset folder."),
@@ -155,6 +265,78 @@ def train_tokenizer_command(
         last = train_tokenizer(data, output, cfg, settings, resume=resume, on_step=on_step)
     _say(quiet, f"wrote {output}: step {last.get('step', steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
                 + (f", skipped {last['skipped_files']} unreadable files" if last.get("skipped_files") else ""))
+
+
+@app.command("train")
+def train_command(
+        data: str = typer.Argument(..., help="'shapes' (Shapes World clips, encoded once before training)."),
+        output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
+        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model directory of a trained tokenizer."),
+        text_encoder: Optional[str] = typer.Option(
+            None, "--text-encoder", help="T5 directory or hub id (default: build a small one for Shapes World)."),
+        preset: str = typer.Option("shapes", help="Transformer size: reference | shapes | tiny | paper."),
+        clips: int = typer.Option(4000, help="Training clips to encode."),
+        frames: int = typer.Option(17, help="Frames per clip: one window (1 + t·n)."),
+        prime_frames: int = typer.Option(5, "--prime-frames", help="Frames given at the start of continuation clips."),
+        examples: Optional[Path] = typer.Option(None, help="Encoded clips cache (default: OUTPUT.examples.npz)."),
+        steps: int = typer.Option(5000), batch_size: int = typer.Option(16), lr: float = typer.Option(3e-4),
+        save_every: int = typer.Option(250), seed: int = typer.Option(0),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --output."),
+        quiet: bool = QuietOption):
+    """Train the MaskGIT transformer on tokens of the tokenizer; checkpoints in --output resume exactly."""
+    from dataclasses import replace
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from phenaki_cli.config import TRANSFORMER_PRESETS, SamplingConfig, check_frame_count
+    from phenaki_cli.modeldir import load_tokenizer
+    from phenaki_cli.text import TextEncoder, build_text_encoder
+    from phenaki_cli.train.checkpoint import is_training_folder
+    from phenaki_cli.train.transformer import (TokenExamples, TransformerTrainSettings, encode_examples,
+                                               shapes_clips, train_transformer)
+
+    _setup()
+    if data != "shapes":
+        raise UserError(f"{data}: only 'shapes' is supported so far (dataset folders: see `phenaki data`)")
+    if preset not in TRANSFORMER_PRESETS:
+        raise UserError(f"--preset {preset!r}: choose one of {', '.join(TRANSFORMER_PRESETS)}")
+    examples = examples or output.with_name(output.name + ".examples.npz")
+    resuming = resume and is_training_folder(output)
+    if not resuming and tokenizer is None:
+        raise UserError("--tokenizer DIR is required for a new run (a model directory with a trained tokenizer)")
+    tok, _ = load_tokenizer(output if resuming else tokenizer)
+    check_frame_count(frames, tok.config.temporal_patch_size)
+    encoder = None
+    if not resuming:
+        if text_encoder is not None:
+            encoder = TextEncoder.load(text_encoder)
+        else:
+            from phenaki_cli.data.shapes_sampler import sample_story, split_rng
+            from phenaki_cli.data.shapes_world import vocabulary
+            captions = [c.text() for i in range(500) for c in sample_story(split_rng("train", i), 2)]
+            encoder = build_text_encoder(captions + [" ".join(vocabulary())], seed=seed)
+    config = replace(TRANSFORMER_PRESETS[preset], vocab_size=tok.config.codebook_size, grid_size=tok.config.grid_size,
+                     max_time_steps=tok.config.time_steps(frames), text_dim=encoder.dim if encoder else 1)
+    sampling = SamplingConfig(window_frames=frames, prime_frames=prime_frames)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err, disable=quiet) as progress:
+        if examples.is_file():
+            token_examples = TokenExamples.load(examples)
+        else:
+            task = progress.add_task("encode clips", total=clips, status="")
+            token_examples = encode_examples(tok, shapes_clips(clips, frames, tok.config.image_size, prime_frames),
+                                             on_batch=lambda n: progress.advance(task, n))
+            token_examples.save(examples)
+        task = progress.add_task("train", total=steps, status="")
+
+        def on_step(step: int, row: dict) -> None:
+            progress.update(task, completed=step, status=f"loss {row['loss']:.3f} acc {row['accuracy']:.2f}")
+
+        settings = TransformerTrainSettings(steps=steps, batch_size=batch_size, lr=lr, save_every=save_every, seed=seed,
+                                            warmup_steps=min(200, max(1, steps // 10)))
+        last = train_transformer(output, tokenizer, encoder, token_examples, config, settings, sampling,
+                                 resume=resume, on_step=on_step)
+    _say(quiet, f"wrote {output}: step {last.get('step', steps)}, loss {last.get('loss', float('nan')):.3f}")
 
 
 @data_app.command("shapes")

@@ -58,6 +58,60 @@ class TokenizerConfig:
         return 1 + (time_steps - 1) * self.temporal_patch_size
 
 
+@dataclass
+class TransformerConfig:
+    """MaskGIT sizes. Defaults are the benchmark reference config (see bench/sampling.py).
+
+    The transformer sees one window: `max_time_steps` token time steps of `grid_size`²
+    tokens each (17 frames at t = 2 → 9 time steps of 8×8 = 576 tokens).
+    """
+
+    vocab_size: int = 1024  # must cover the tokenizer's codebook; id `vocab_size` is [MASK]
+    grid_size: int = 8  # tokens per side of one time step (the tokenizer's image_size / patch_size)
+    max_time_steps: int = 9
+    dim: int = 256
+    depth: int = 4
+    heads: int = 8
+    dim_head: int = 32
+    mlp_ratio: float = 4.0
+    text_dim: int = 768  # the text encoder's hidden size (T5 d_model)
+
+    def validate(self) -> None:
+        for name in ["vocab_size", "grid_size", "max_time_steps", "dim", "depth", "heads", "dim_head", "text_dim"]:
+            if getattr(self, name) <= 0:
+                raise UserError(f"transformer config: {name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size
+
+
+@dataclass
+class SamplingConfig:
+    """MaskGIT decoding settings (stored in a model directory as its defaults)."""
+
+    steps: int = 12
+    guidance: float = 3.0  # classifier-free guidance: uncond + s·(cond − uncond); 0 = unconditional, 1 = conditional
+    temperature: float = 4.5  # Gumbel noise on the confidences, annealed linearly to 0
+    window_frames: int = 17  # frames per generated window (1 + t·n)
+    prime_frames: int = 5  # K: frames re-encoded and frozen at the start of every later window (1 + t·m)
+
+    def validate(self, temporal_patch: int = 2) -> None:
+        if self.steps < 1:
+            raise UserError(f"sampling: steps must be at least 1, got {self.steps}")
+        if self.guidance < 0:
+            raise UserError(f"sampling: guidance must be >= 0, got {self.guidance}")
+        if self.temperature < 0:
+            raise UserError(f"sampling: temperature must be >= 0, got {self.temperature}")
+        for name in ("window_frames", "prime_frames"):
+            value = getattr(self, name)
+            if value < 1 or (value - 1) % temporal_patch:
+                raise UserError(f"sampling: {name.replace('_', '-')} must be 1 + {temporal_patch}·n, got {value}")
+        if self.prime_frames >= self.window_frames:
+            raise UserError(f"sampling: prime-frames ({self.prime_frames}) must be fewer than the window "
+                            f"({self.window_frames} frames)")
+
+
 def check_frame_count(num_frames: int, temporal_patch: int) -> None:
     if num_frames < 1 or (num_frames - 1) % temporal_patch:
         valid = ", ".join(str(1 + temporal_patch * n) for n in range(4))
@@ -114,4 +168,14 @@ TOKENIZER_PRESETS = {
                             codebook_size=256, code_dim=16, dead_code_steps=10),
     "paper": TokenizerConfig(image_size=128, dim=512, spatial_depth=4, temporal_depth=4, heads=8, dim_head=64,
                              codebook_size=8192, code_dim=32),
+}
+
+# The paper's MaskGIT (Table 7) is 24 layers of 2048 with 32 heads over 6×16×16 tokens of T5-XXL text.
+TRANSFORMER_PRESETS = {
+    "reference": TransformerConfig(),
+    "shapes": TransformerConfig(vocab_size=512, dim=256, depth=4, heads=8, dim_head=32, text_dim=128),
+    "tiny": TransformerConfig(vocab_size=256, grid_size=4, max_time_steps=5, dim=64, depth=2, heads=2,
+                              dim_head=32, text_dim=32),
+    "paper": TransformerConfig(vocab_size=8192, grid_size=16, max_time_steps=6, dim=2048, depth=24, heads=32,
+                               dim_head=64, text_dim=4096),
 }

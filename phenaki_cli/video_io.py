@@ -114,44 +114,81 @@ def _pad_even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+def _ffmpeg_settings(path: Path) -> tuple[str, str, list[str]]:
+    suffix = path.suffix.lower()
+    if suffix in (".mp4", ".mov", ".mkv", ".m4v"):
+        return "libx264", "yuv420p", ["-crf", "12", "-preset", "medium", "-movflags", "+faststart"]
+    if suffix == ".webm":
+        return "libvpx-vp9", "yuv420p", ["-crf", "20", "-b:v", "0"]
+    if suffix == ".gif":
+        return "gif", "pal8", ["-vf", "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=none"]
+    raise UserError(f"{path}: unsupported output format {suffix!r} (use .mp4, .webm, .gif, .png or a folder)")
+
+
+class VideoWriter:
+    """Stream frames to a video file (or a folder of PNGs) that appears only when closed
+    without error: memory stays flat however long the video grows, and Ctrl-C leaves nothing.
+
+        with VideoWriter("out.mp4", fps=8) as writer:
+            writer.write(frames)   # (F, H, W, 3) uint8, any number of calls
+    """
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path, self.fps, self.frames_written = Path(path), fps, 0
+        suffix = self.path.suffix.lower()
+        self.kind = "folder" if suffix == "" else "png" if suffix == ".png" else "ffmpeg"
+        if self.kind == "ffmpeg":
+            self.codec, self.pix_fmt, self.params = _ffmpeg_settings(self.path)
+        self._atomic = self._ffmpeg = None
+
+    def __enter__(self) -> "VideoWriter":
+        self._atomic = atomic_path(self.path, directory=self.kind == "folder")
+        self.tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (F, H, W, 3), got {frames.shape}")
+        if self.kind == "folder":
+            for i, frame in enumerate(frames, start=self.frames_written):
+                write_png(self.tmp / f"{i:05d}.png", frame)
+        elif self.kind == "png":
+            if self.frames_written + len(frames) > 1:
+                raise UserError(f"{self.path}: a .png holds one frame; give a folder path (no suffix) for more")
+            write_png(self.tmp, frames[0])
+        else:
+            if self.codec != "gif":
+                frames = _pad_even(frames)
+            if self._ffmpeg is None:
+                _, h, w, _ = frames.shape
+                self._ffmpeg = imageio_ffmpeg.write_frames(
+                    str(self.tmp), (w, h), fps=self.fps, codec=self.codec, pix_fmt_out=self.pix_fmt, quality=None,
+                    macro_block_size=1, output_params=self.params, ffmpeg_log_level="error")
+                self._ffmpeg.send(None)
+            for frame in frames:
+                self._ffmpeg.send(frame.tobytes())
+        self.frames_written += len(frames)
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if self._ffmpeg is not None:
+                self._ffmpeg.close()
+            if kind is None and self.frames_written == 0:
+                raise ValueError(f"{self.path}: no frames were written")
+        except BaseException as e:
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._atomic.__exit__(kind, value, traceback)
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
     """Write frames atomically; the format follows the suffix (none: a folder of PNGs)."""
-    path = Path(path)
-    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be a non-empty (F, H, W, 3) array, got {frames.shape}")
-    suffix = path.suffix.lower()
-    if suffix == "":
-        with atomic_path(path, directory=True) as tmp:
-            for i, frame in enumerate(frames):
-                write_png(tmp / f"{i:05d}.png", frame)
-        return
-    if suffix == ".png":
-        if len(frames) != 1:
-            raise UserError(f"{path}: a .png holds one frame; give a folder path (no suffix) for {len(frames)}")
-        with atomic_path(path) as tmp:
-            write_png(tmp, frames[0])
-        return
-    if suffix in (".mp4", ".mov", ".mkv", ".m4v"):
-        frames = _pad_even(frames)
-        codec, pix_fmt, params = "libx264", "yuv420p", ["-crf", "12", "-preset", "medium", "-movflags", "+faststart"]
-    elif suffix == ".webm":
-        frames = _pad_even(frames)
-        codec, pix_fmt, params = "libvpx-vp9", "yuv420p", ["-crf", "20", "-b:v", "0"]
-    elif suffix == ".gif":
-        codec, pix_fmt = "gif", "pal8"
-        params = ["-vf", "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=none"]
-    else:
-        raise UserError(f"{path}: unsupported output format {suffix!r} (use .mp4, .webm, .gif, .png or a folder)")
-    _, h, w, _ = frames.shape
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec=codec, pix_fmt_out=pix_fmt,
-                                             quality=None, macro_block_size=1, output_params=params,
-                                             ffmpeg_log_level="error")
-        writer.send(None)
-        for frame in frames:
-            writer.send(frame.tobytes())
-        writer.close()
+    with VideoWriter(path, fps) as writer:
+        writer.write(frames)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:

@@ -25,3 +25,26 @@ def run_cli(*args, cwd=None):
     result = subprocess.run([sys.executable, "-m", "phenaki_cli", *map(str, args)], capture_output=True,
                             text=True, cwd=cwd, timeout=300)
     return result.returncode, result.stdout, result.stderr
+
+
+def build_tiny_phenaki(prompts=("a red square", "a blue circle"), seed=0, **sampling):
+    """A random-weight tiny Phenaki (32×32 frames, windows of 9 frames, K = 5)."""
+    from phenaki_cli.config import TRANSFORMER_PRESETS, SamplingConfig
+    from phenaki_cli.pipeline import Phenaki
+    from phenaki_cli.text import build_text_encoder
+    from phenaki_cli.transformer import MaskGIT
+
+    torch.manual_seed(seed)
+    text_encoder = build_text_encoder(list(prompts), d_model=32, layers=1, heads=2, seed=seed)
+    settings = {"steps": 4, "window_frames": 9, "prime_frames": 5, **sampling}
+    return Phenaki(CViViT(TOKENIZER_PRESETS["tiny"]), MaskGIT(TRANSFORMER_PRESETS["tiny"]), text_encoder,
+                   SamplingConfig(**settings), fps=8.0, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_phenaki_dir(tmp_path_factory):
+    """A complete random-weight tiny model directory (tokenizer, transformer, text encoder)."""
+    path = tmp_path_factory.mktemp("models") / "tiny-phenaki"
+    build_tiny_phenaki(prompts=("a red square moves left", "a blue circle grows on a gray background")
+                       ).save_pretrained(path)
+    return path

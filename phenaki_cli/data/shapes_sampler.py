@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from phenaki_cli.data.shapes_world import (ACTIONS, COLORS, SHAPES, Caption, Clause, Rendering,
+from phenaki_cli.data.shapes_world import (ACTIONS, COLORS, DEFAULT_FPS, SHAPES, Caption, Clause, Rendering,
                                            min_object_gap, render_story)
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "heldout": 3}
@@ -154,5 +154,7 @@ def sample_clip(split: str, index: int, frames: int, size: int = 64, prime_frame
     if not continuation:
         rendering = render_story(captions, frames, size=size, seed=seed)
         return Clip(rendering.frames, captions[0].text(), 0)
-    rendering = render_story(captions, [prime_frames, frames - prime_frames], size=size, seed=seed)
-    return Clip(rendering.frames, captions[1].text(), prime_frames)
+    # the previous scene has run for a while (as in a story), and the clip starts K frames before its end
+    before = int(rng.integers(prime_frames, 3 * DEFAULT_FPS + 1))
+    rendering = render_story(captions, [before, frames - prime_frames], size=size, seed=seed)
+    return Clip(rendering.frames[before - prime_frames:], captions[1].text(), prime_frames)

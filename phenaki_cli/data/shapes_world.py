@@ -350,3 +350,10 @@ def min_object_gap(rendering: Rendering) -> float:
                 a, b = frame[i], frame[j]
                 gap = min(gap, float(np.hypot(a.cx - b.cx, a.cy - b.cy) - 1.42 * (a.radius + b.radius)))
     return gap
+
+
+def vocabulary() -> list[str]:
+    """Every word a Shapes World caption can use."""
+    words = {"a", "the", "and", "on", "background", *BACKGROUNDS, *COLORS, *SHAPES, *(s for s in SIZES if s),
+             *(word for action in ACTIONS for word in action.split())}
+    return sorted(words)

@@ -1,18 +1,14 @@
 """Tokenizer training: a single-process loop with checkpoints that resume exactly.
 
-The output directory is a model directory at every checkpoint (config.json +
-tokenizer.safetensors) plus `train_state.pt` (optimizer, scheduler, step, RNG) and
-`metrics.jsonl`; all of it is replaced in one atomic rename, so an interrupted run never
-leaves a half-written checkpoint. Clips are addressed by sample number (step · batch + j),
+The output directory is a training folder (see train/checkpoint.py). Clips are addressed by sample number (step · batch + j),
 so a resumed run reads exactly the clips the uninterrupted run would have read.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,13 +18,10 @@ import torch.nn.functional as F
 
 from phenaki_cli.config import TokenizerConfig, from_dict
 from phenaki_cli.data.datasets import VideoClips
-from phenaki_cli.errors import UserError
-from phenaki_cli.modeldir import load_weights, read_config, save_model_dir
+from phenaki_cli.modeldir import load_weights, read_config
 from phenaki_cli.tokenizer import CViViT
+from phenaki_cli.train.checkpoint import check_new_run, is_training_folder, load_checkpoint, save_checkpoint
 from phenaki_cli.video_io import frames_to_tensor
-
-STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass
@@ -82,7 +75,7 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
     out = Path(out)
     torch.manual_seed(settings.seed)
     start_step, log = 0, []
-    resuming = resume and (out / STATE_FILE).is_file()
+    resuming = resume and is_training_folder(out)
     if resuming:
         config = from_dict(TokenizerConfig, read_config(out)["tokenizer"], f"{out}/config.json [tokenizer]")
     model = CViViT(config).train()
@@ -92,18 +85,9 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if resuming:
         load_weights(model, out / "tokenizer.safetensors")
-        state = torch.load(out / STATE_FILE, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_step = state["step"]
-        # the schedule follows this run's --steps (a resumed run may be extended), not the saved lr
-        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
-            group["lr"] = base_lr * schedule(start_step)
-        log = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines() if line.strip()]
-        log = [row for row in log if row["step"] <= start_step]
-    elif out.exists():
-        raise UserError(f"{out}: already exists (pass --resume to continue training, or choose another folder)")
+        start_step, log, _ = load_checkpoint(out, optimizer, scheduler, schedule)
+    else:
+        check_new_run(out)
 
     source = clip_source(data, settings.frames, config.image_size, settings.fps, settings.seed)
     batches = [[step * settings.batch_size + j for j in range(settings.batch_size)]
@@ -112,14 +96,8 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
                                          num_workers=settings.workers)
 
     def save(step: int) -> None:
-        def extra_files(folder: Path) -> None:
-            torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "settings": asdict(settings), "data": data},
-                       folder / STATE_FILE)
-            (folder / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in log))
-        if out.exists() and not (out / STATE_FILE).is_file():
-            raise UserError(f"{out}: exists and is not a training folder; refusing to replace it")
-        save_model_dir(out, {"tokenizer": (config, model)}, write_files=extra_files)
+        save_checkpoint(out, {"tokenizer": (config, model)}, optimizer, scheduler, step, log, settings,
+                        extra_state={"data": data})
 
     step, started = start_step, time.perf_counter()
     for video in loader:

@@ -1,0 +1,3 @@
+from phenaki_cli.transformer.maskgit import MaskGIT, WindowContext
+
+__all__ = ["MaskGIT", "WindowContext"]

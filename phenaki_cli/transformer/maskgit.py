@@ -1,0 +1,97 @@
+"""MaskGIT: a bidirectional transformer over one window's flattened token grid.
+
+Input: token ids (b, T, h, w), where id `vocab_size` is [MASK]; output: logits over the
+codebook for every position. Each token knows its (t, row, col) through three learned
+tables that are summed, so any window of up to `max_time_steps` time steps works.
+Every block cross-attends to the text embeddings (padding masked). When the text is
+dropped (classifier-free guidance) the context is one learned null vector.
+
+`prepare()` computes what depends only on the window's shape and the prompt (positions,
+each block's text keys/values) once; `forward()` then runs once per decoding step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from phenaki_cli.config import TransformerConfig
+from phenaki_cli.errors import UserError
+from phenaki_cli.nn import Block
+
+
+@dataclass
+class WindowContext:
+    positions: torch.Tensor  # (T·h·w, dim)
+    text_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: keys, values (b, heads, L, dim_head)
+    text_mask: torch.Tensor  # (b, L) True where valid
+    time_steps: int
+
+
+class MaskGIT(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        self.token_embedding = nn.Embedding(c.vocab_size + 1, c.dim)  # + [MASK]
+        self.time_position = nn.Parameter(torch.randn(c.max_time_steps, c.dim) * 0.02)
+        self.row_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
+        self.col_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
+        self.null_text = nn.Parameter(torch.randn(1, c.text_dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.dim_head, c.mlp_ratio, context_dim=c.text_dim)
+                                    for _ in range(c.depth))
+        self.norm = nn.LayerNorm(c.dim)
+        self.to_logits = nn.Linear(c.dim, c.vocab_size)
+
+    # ----- what depends only on shape and prompt ---------------------------------------------
+    def positions(self, time_steps: int) -> torch.Tensor:
+        c = self.config
+        if time_steps > c.max_time_steps:
+            raise UserError(f"a window of {time_steps} token time steps is longer than the transformer's "
+                            f"{c.max_time_steps} positions")
+        table = (self.time_position[:time_steps, None, None] + self.row_position[None, :, None]
+                 + self.col_position[None, None, :])
+        return rearrange(table, "t h w d -> (t h w) d")
+
+    def text_context(self, text: torch.Tensor | None, text_mask: torch.Tensor | None,
+                     drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings (b, L, text_dim) with the rows in `drop` (or all, if text is None)
+        replaced by the null context: the learned null vector in slot 0, the rest masked."""
+        if text is None:
+            raise ValueError("text is required (pass drop=all for the unconditional model)")
+        if text.shape[-1] != self.config.text_dim:
+            raise UserError(f"text embeddings have dim {text.shape[-1]}, the transformer expects "
+                            f"{self.config.text_dim} (text encoder and transformer do not match)")
+        if text_mask is None:
+            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        if drop is not None and bool(drop.any()):
+            null = torch.zeros_like(text)
+            null[:, 0] = self.null_text.to(text)
+            null_mask = torch.zeros_like(text_mask)
+            null_mask[:, 0] = True
+            text = torch.where(drop[:, None, None], null, text)
+            text_mask = torch.where(drop[:, None], null_mask, text_mask)
+        return text, text_mask
+
+    def prepare(self, text: torch.Tensor, text_mask: torch.Tensor | None, time_steps: int,
+                drop: torch.Tensor | None = None) -> WindowContext:
+        text, text_mask = self.text_context(text, text_mask, drop)
+        text_kv = [block.cross.project_context(text) for block in self.blocks]
+        return WindowContext(self.positions(time_steps), text_kv, text_mask, time_steps)
+
+    # ----- one step --------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, context: WindowContext) -> torch.Tensor:
+        """tokens (b, T, h, w) with [MASK] = vocab_size → logits (b, T, h, w, vocab_size)."""
+        c = self.config
+        b, t, h, w = tokens.shape
+        if (h, w) != (c.grid_size, c.grid_size) or t != context.time_steps:
+            raise UserError(f"token grid {t}×{h}×{w} does not match the window "
+                            f"{context.time_steps}×{c.grid_size}×{c.grid_size}")
+        x = self.token_embedding(rearrange(tokens, "b t h w -> b (t h w)")) + context.positions
+        for block, kv in zip(self.blocks, context.text_kv):
+            x = block(x, context_kv=kv, context_mask=context.text_mask)
+        logits = self.to_logits(self.norm(x))
+        return rearrange(logits, "b (t h w) v -> b t h w v", t=t, h=h, w=w)
