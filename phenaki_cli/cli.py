@@ -339,6 +339,28 @@ def train_command(
     _say(quiet, f"wrote {output}: step {last.get('step', steps)}, loss {last.get('loss', float('nan')):.3f}")
 
 
+@app.command("export")
+def export_command(source: Path = typer.Argument(..., help="A training folder (or any full model directory)."),
+                   output: Path = typer.Option(..., "--output", "-o", help="Model directory to write."),
+                   fp16: bool = typer.Option(True, "--fp16/--fp32", help="Store weights in fp16 (loads as fp32)."),
+                   card: Optional[Path] = typer.Option(None, "--card", help="A MODEL_CARD.md to include."),
+                   overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Write a clean model directory for shipping: weights, text encoder, card; no training state."""
+    import torch
+
+    from phenaki_cli.files import check_output
+    from phenaki_cli.pipeline import Phenaki
+
+    check_output(output, overwrite)
+    if card is not None and not card.is_file():
+        raise UserError(f"{card}: model card not found")
+    model = Phenaki.from_pretrained(source)
+    model.save_pretrained(output, dtype=torch.float16 if fp16 else None,
+                          model_card=card.read_text() if card is not None else None)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    _say(quiet, f"wrote {output} ({size / 1e6:.1f} MB)")
+
+
 @data_app.command("shapes")
 def data_shapes(count: int = typer.Option(..., "-n", help="Number of videos."),
                 output: Path = typer.Option(..., "--output", "-o", help="Dataset folder to write."),
@@ -354,13 +376,9 @@ def data_shapes(count: int = typer.Option(..., "-n", help="Number of videos."),
     check_output(output, overwrite)
     if split not in SPLIT_CODES:
         raise UserError(f"--split {split!r}: choose one of {', '.join(SPLIT_CODES)}")
-    try:
-        low, _, high = scenes.partition("-")
-        bounds = (int(low), int(high or low))
-    except ValueError:
-        raise UserError(f"--scenes {scenes!r}: give N or MIN-MAX") from None
-    if count < 1 or bounds[0] < 1 or bounds[1] < bounds[0] or frames_per_scene < 1 or size < 8:
-        raise UserError("need -n >= 1, 1 <= scenes MIN <= MAX, --frames-per-scene >= 1, --size >= 8")
+    bounds = _scene_bounds(scenes)
+    if count < 1 or frames_per_scene < 1 or size < 8:
+        raise UserError("need -n >= 1, --frames-per-scene >= 1, --size >= 8")
     write_shapes_dataset(output, count, frames_per_scene, size, fps, split, bounds)
     _say(quiet, f"wrote {output}: {count} videos + captions.jsonl")
 
@@ -391,12 +409,22 @@ def data_render(script: Path = typer.Argument(..., help="A Shapes World story sc
 def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated video to score."),
                  story: Optional[Path] = typer.Option(None, "--story", help="Its story script."),
                  suite: Optional[Path] = typer.Option(None, "--suite", help="Score every video in this folder."),
-                 as_json: bool = JsonOption):
+                 generate: Optional[int] = typer.Option(
+                     None, "--generate", help="Generate N random unseen stories with --model and score them."),
+                 split: str = typer.Option("test", help="With --generate: test (new stories) or heldout "
+                                                        "(compositions training never saw)."),
+                 scenes: str = typer.Option("2-6", help="With --generate: scenes per story, MIN-MAX."),
+                 model: Path = ModelOption, seed: int = SeedOption, steps: Optional[int] = StepsOption,
+                 guidance: Optional[float] = GuidanceOption, temperature: Optional[float] = TemperatureOption,
+                 as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Score Shapes World videos: per-clause presence and motion, continuity at scene cuts."""
     from phenaki_cli.eval.suite import aggregate, score_suite, score_video
 
-    if (video is None) == (suite is None):
-        raise UserError("give either a VIDEO (with --story or a sidecar JSON) or --suite DIR")
+    if sum(x is not None for x in (video, suite, generate)) != 1:
+        raise UserError("give one of: a VIDEO (with --story or a sidecar JSON), --suite DIR, or --generate N")
+    if generate is not None:
+        _eval_generated(generate, split, scenes, model, seed, steps, guidance, temperature, as_json, quiet)
+        return
     results = score_suite(suite) if suite is not None else [score_video(video, story)]
     summary = aggregate(results)
     if as_json:
@@ -422,23 +450,86 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
               + ("n/a (one scene)" if cont is None else f"{cont:.3f} over {summary['boundaries']} checks"))
 
 
+def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int, steps, guidance, temperature,
+                    as_json: bool, quiet: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from phenaki_cli.eval.generated import generate_and_score, summarize
+    from phenaki_cli.pipeline import Phenaki
+
+    _setup()
+    if split not in ("test", "heldout"):
+        raise UserError(f"--split {split!r}: choose test or heldout (the others are for training)")
+    if count < 1:
+        raise UserError(f"--generate must be at least 1, got {count}")
+    bounds = _scene_bounds(scenes)
+    phenaki = Phenaki.from_pretrained(model)
+    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature)
+    with Progress(TextColumn(f"[bold]eval {split}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=quiet or as_json) as progress:
+        task = progress.add_task("eval", total=count)
+        results = generate_and_score(phenaki, count, split, seed, settings, bounds,
+                                     on_story=lambda r: progress.advance(task))
+    summary = {"model": str(model), "split": split, "seed": seed, "sampling": vars(settings), **summarize(results)}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table("split", "stories", "clauses", "prompt accuracy", "continuity", "held-out clauses", "held-out accuracy")
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    table.add_row(split, str(summary["stories"]), str(summary["clauses"]), fmt(summary["prompt_accuracy"]),
+                  fmt(summary["continuity"]), str(summary["held_out_clauses"]), fmt(summary["held_out_accuracy"]))
+    out.print(table)
+
+
+def _scene_bounds(scenes: str) -> tuple[int, int]:
+    try:
+        low, _, high = scenes.partition("-")
+        bounds = (int(low), int(high or low))
+    except ValueError:
+        raise UserError(f"--scenes {scenes!r}: give N or MIN-MAX") from None
+    if bounds[0] < 1 or bounds[1] < bounds[0]:
+        raise UserError(f"--scenes {scenes!r}: need 1 <= MIN <= MAX")
+    return bounds
+
+
 @app.command()
 def info(model: Path = ModelOption, as_json: bool = JsonOption):
-    """Describe a model directory: sizes, token grid, parameter counts."""
-    from phenaki_cli.modeldir import load_tokenizer
+    """Describe a model directory: sizes, token grid, parameter counts, sampling defaults."""
+    from phenaki_cli.modeldir import load_tokenizer, read_config
 
     tokenizer, config_hash = load_tokenizer(model)
     c = tokenizer.config
     details = {"model": str(model), "config_hash": config_hash, "tokenizer": vars(c).copy(),
                "tokenizer_parameters": sum(p.numel() for p in tokenizer.parameters()),
                "tokens_per_17_frames": list(tokenizer.token_shape(17))}
+    lines = [f"{model}: C-ViViT {c.image_size}×{c.image_size}, patch {c.patch_size}, temporal patch "
+             f"{c.temporal_patch_size}, dim {c.dim}, {c.spatial_depth}+{c.temporal_depth} layers, codebook "
+             f"{c.codebook_size}; {details['tokenizer_parameters'] / 1e6:.2f} M parameters; 17 frames → "
+             f"{'×'.join(map(str, details['tokens_per_17_frames']))} tokens"]
+    if "transformer" in read_config(model):
+        from phenaki_cli.pipeline import Phenaki
+        phenaki = Phenaki.from_pretrained(model)
+        t, s = phenaki.transformer.config, phenaki.sampling
+        details.update(transformer=vars(t).copy(), sampling=vars(s).copy(), fps=phenaki.fps,
+                       transformer_parameters=sum(p.numel() for p in phenaki.transformer.parameters()),
+                       text_encoder={"source": phenaki.text_encoder.source, "dim": phenaki.text_encoder.dim,
+                                     "parameters": sum(p.numel() for p in phenaki.text_encoder.model.parameters())})
+        lines.append(f"MaskGIT: dim {t.dim}, depth {t.depth}, {t.heads} heads of {t.dim_head}, "
+                     f"{details['transformer_parameters'] / 1e6:.2f} M parameters; windows of {s.window_frames} frames "
+                     f"({t.max_time_steps}×{t.grid_size}×{t.grid_size} tokens), prime {s.prime_frames}; "
+                     f"{s.steps} steps, guidance {s.guidance:g}, temperature {s.temperature:g}; {phenaki.fps:g} fps")
+        lines.append(f"text encoder: T5 d_model {phenaki.text_encoder.dim}, "
+                     f"{details['text_encoder']['parameters'] / 1e6:.2f} M parameters ({phenaki.text_encoder.source})")
+    else:
+        lines.append("tokenizer only: it can tokenize and reconstruct, not generate")
     if as_json:
         print(json.dumps(details))
     else:
-        out.print(f"{model}: C-ViViT {c.image_size}×{c.image_size}, patch {c.patch_size}, temporal patch "
-                  f"{c.temporal_patch_size}, dim {c.dim}, {c.spatial_depth}+{c.temporal_depth} layers, codebook "
-                  f"{c.codebook_size}; {details['tokenizer_parameters'] / 1e6:.2f} M parameters; 17 frames → "
-                  f"{'×'.join(map(str, details['tokens_per_17_frames']))} tokens")
+        for line in lines:
+            out.print(line, highlight=False)
 
 
 def main() -> None:

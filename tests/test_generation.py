@@ -270,3 +270,54 @@ def test_story_and_generate_errors_are_one_line(tiny_phenaki_dir, tmp_path, args
     assert code == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_transformer_training_resumes_exactly(tmp_path):
+    from phenaki_cli.modeldir import save_model_dir
+    from phenaki_cli.train.checkpoint import METRICS_FILE
+    from phenaki_cli.train.transformer import TokenExamples, TransformerTrainSettings, train_transformer
+
+    base = build_tiny_phenaki()
+    save_model_dir(tmp_path / "tok", {"tokenizer": (base.tokenizer.config, base.tokenizer)})
+    rng = np.random.default_rng(0)
+    examples = TokenExamples(rng.integers(0, 256, (12, 5, 4, 4)).astype(np.int16),
+                             ["a red square", "a blue circle"] * 6, np.array([0, 3] * 6))
+    settings = TransformerTrainSettings(steps=8, batch_size=4, lr=1e-3, warmup_steps=2, save_every=4,
+                                        image_share=0.3, crop_share=0.3)
+
+    def run(out, on_step=None, resume=False):
+        return train_transformer(out, tmp_path / "tok", base.text_encoder, examples, base.transformer.config,
+                                 settings, base.sampling, resume=resume, on_step=on_step)
+
+    run(tmp_path / "straight")
+
+    def interrupt(step, row):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", on_step=interrupt)
+    run(tmp_path / "split", resume=True)
+    import json
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / name / METRICS_FILE).read_text().splitlines()]
+              for name in ("straight", "split")]
+    assert len(losses[0]) == 8 and losses[0] == losses[1]
+    a, b = Phenaki.from_pretrained(tmp_path / "straight"), Phenaki.from_pretrained(tmp_path / "split")
+    for (name, x), (_, y) in zip(a.transformer.state_dict().items(), b.transformer.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_eval_generate_and_info_on_a_full_model(tiny_phenaki_dir):
+    import json
+
+    from conftest import run_cli
+
+    code, stdout, err = run_cli("eval", "--generate", "2", "--scenes", "2", "--model", tiny_phenaki_dir, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["stories"] == 2 and summary["clauses"] >= 2 and 0 <= summary["prompt_accuracy"] <= 1
+    code, stdout, err = run_cli("info", "--model", tiny_phenaki_dir, "--json")
+    assert code == 0, err
+    details = json.loads(stdout)
+    assert details["transformer"]["vocab_size"] == 256 and details["sampling"]["prime_frames"] == 5
+    assert details["text_encoder"]["dim"] == 32

@@ -246,7 +246,7 @@ def analyse(frames: np.ndarray, captions: list[Caption], scene_ranges: list[tupl
             j0 = next(j for j, h in zip(check_frames, hits) if h is not None)
             path = track(scene_blobs[j0:], hits[check_frames.index(j0)], max_jump=6 * scale)
             ok, detail = _check_action(clause, path, n - j0, scale)
-            report.clauses.append(ClauseResult(s, clause.text(), True, ok, detail))
+            report.clauses.append(ClauseResult(s, clause.text(), True, bool(ok), detail))
         for clause in caption.clauses:
             if clause.article == "a":
                 names.append((clause.color, clause.shape))
@@ -267,4 +267,4 @@ def _check_boundary(report: Report, boundary: int, names, before: list[Blob], af
         jump = float(np.hypot(b.cx - a.cx, b.cy - a.cy))
         ra, rb = a.radius(shape), b.radius(shape)
         ok = jump <= 3 * scale and abs(rb - ra) <= max(1.5 * scale, 0.25 * ra)
-        report.boundaries.append(BoundaryResult(boundary, label, ok, f"jump {jump:.1f} px, radius {ra:.1f} → {rb:.1f}"))
+        report.boundaries.append(BoundaryResult(boundary, label, bool(ok), f"jump {jump:.1f} px, radius {ra:.1f} → {rb:.1f}"))

@@ -107,6 +107,7 @@ class TransformerTrainSettings:
     seed: int = 0
     text_drop: float = 0.1  # share of samples trained without text (classifier-free guidance)
     image_share: float = 0.2  # share of steps that train first-frame tokens only (images), as in the paper
+    crop_share: float = 0.25  # share of steps on shorter windows (the first frames only), as stories make them
 
 
 def train_transformer(out: str | Path, tokenizer_dir: str | Path, text_encoder: TextEncoder,
@@ -164,6 +165,9 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path, text_encoder: 
         image_step = bool(rng.random() < settings.image_share)
         if image_step:  # images: the first frame's tokens alone, nothing given
             tokens, prefix = tokens[:, :1], torch.zeros_like(prefix)
+        elif rng.random() < settings.crop_share:
+            # the causal tokenizer makes the first T' steps of a clip's tokens exactly the tokens of its first frames
+            tokens = tokens[:, : int(rng.integers(int(prefix.max()) + 1, tokens.shape[1] + 1))]
         text, text_mask = pad_embeddings([embeddings[examples.prompts[i]] for i in index])
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         loss, stats = masked_token_loss(model, tokens, text, text_mask, prefix, settings.text_drop, generator)
