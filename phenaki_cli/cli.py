@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -125,6 +124,25 @@ FpsOption = typer.Option(None, "--fps", help="Frame rate of the output and of sc
 StoryboardOption = typer.Option(False, "--storyboard", help="Also write NAME.storyboard.png, a captioned contact sheet.")
 
 
+def _warn_unknown_words(text_encoder, scenes, where: str) -> None:
+    """One warning per script line that first uses words the vocabulary does not cover."""
+    first_seen: dict[str, object] = {}
+    counts: dict[str, int] = {}
+    for scene in scenes:
+        for word in dict.fromkeys(text_encoder.unknown_words(scene.prompt)):
+            first_seen.setdefault(word, scene.line)
+            counts[word] = counts.get(word, 0) + 1
+    by_line: dict[object, list[str]] = {}
+    for word, line in first_seen.items():
+        by_line.setdefault(line, []).append(word)
+    for line, words in by_line.items():
+        place = f"{where}:{line}" if line else where
+        more = max(counts[w] for w in words) - 1
+        err.print(f"[yellow]warning:[/yellow] {place}: the text encoder does not know "
+                  + ", ".join(repr(w) for w in words) + (f" (used in {more} more scenes)" if more else ""),
+                  highlight=False)
+
+
 def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[str], seed: int, steps, guidance,
                     temperature, prime_frames, fps: Optional[float], start: Optional[Path], start_is_image: bool,
                     storyboard: bool, as_json: bool, quiet: bool, where: str) -> None:
@@ -144,12 +162,7 @@ def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[st
     settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature, prime_frames=prime_frames)
     fps = fps or phenaki.fps
     scenes = [SceneRequest(prompt, frames, line) for prompt, frames, line in scenes(fps)]
-    for scene in scenes:
-        unknown = phenaki.text_encoder.unknown_words(scene.prompt)
-        if unknown:
-            place = f"{where}:{scene.line}" if scene.line else where
-            err.print(f"[yellow]warning:[/yellow] {place}: the text encoder does not know "
-                      + ", ".join(repr(w) for w in unknown), highlight=False)
+    _warn_unknown_words(phenaki.text_encoder, scenes, where)
     start_frames, source = None, None
     if start is not None:
         size = phenaki.tokenizer.config.image_size
@@ -533,19 +546,21 @@ def info(model: Path = ModelOption, as_json: bool = JsonOption):
 
 
 def main() -> None:
+    import signal
+
+    # Ctrl-C (and a polite kill) must reach the atomic writers even when a parent shell started us
+    # with SIGINT ignored, as non-interactive shells do for background jobs
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        app(standalone_mode=False)
+        app()  # typer reports usage errors itself (exit 2) and turns Ctrl-C into exit 130
     except UserError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
         sys.exit(2)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        err.print("interrupted; no partial output was left")
-        sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:
+            err.print("interrupted; no partial output was left")
+        raise
 
 
 if __name__ == "__main__":

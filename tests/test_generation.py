@@ -321,3 +321,34 @@ def test_eval_generate_and_info_on_a_full_model(tiny_phenaki_dir):
     details = json.loads(stdout)
     assert details["transformer"]["vocab_size"] == 256 and details["sampling"]["prime_frames"] == 5
     assert details["text_encoder"]["dim"] == 32
+
+
+def test_ctrl_c_leaves_no_partial_output(tiny_phenaki_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "long.txt"
+    script.write_text("a red square moves left\n" * 5000)
+    out = tmp_path / "long.mp4"
+    process = subprocess.Popen([sys.executable, "-m", "phenaki_cli", "story", str(script), "-o", str(out), "--model",
+                                str(tiny_phenaki_dir), "--steps", "12", "--storyboard", "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".long*")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)  # until the video is being written
+    assert process.poll() is None, process.communicate()
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.txt"]
+
+
+def test_unknown_option_is_a_usage_error_not_a_traceback():
+    from conftest import run_cli
+
+    code, _, err = run_cli("story", "--bogus")
+    assert code == 2 and "No such option" in err and "Traceback" not in err
