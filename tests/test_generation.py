@@ -352,3 +352,23 @@ def test_unknown_option_is_a_usage_error_not_a_traceback():
 
     code, _, err = run_cli("story", "--bogus")
     assert code == 2 and "No such option" in err and "Traceback" not in err
+
+
+def test_text_encoder_by_path_is_checked_against_the_transformer(tiny_phenaki_dir, tmp_path):
+    from conftest import run_cli
+
+    from phenaki_cli.text import TextEncoder, build_text_encoder
+
+    same = TextEncoder.load(tiny_phenaki_dir / "text_encoder")
+    assert same.embed("a red square moves left").shape[1] == 32
+    wider = tmp_path / "t5-wide"
+    build_text_encoder(["a red square"], d_model=48, layers=1, heads=2).save(wider)
+    code, _, err = run_cli("generate", "a red square", "-o", tmp_path / "x.mp4", "--model", tiny_phenaki_dir,
+                           "--text-encoder", wider)
+    assert code == 2 and "text encoder's embeddings have dim 48, the transformer expects 32" in err, err
+    code, _, err = run_cli("generate", "a red square", "-o", tmp_path / "x.mp4", "--model", tiny_phenaki_dir,
+                           "--text-encoder", tmp_path / "nowhere")
+    assert code == 2 and "text encoder directory not found" in err, err
+    code, _, err = run_cli("generate", "a red square", "-o", tmp_path / "x.mp4", "--model", tiny_phenaki_dir,
+                           "--text-encoder", tiny_phenaki_dir / "text_encoder", "-q")
+    assert code == 0, err
