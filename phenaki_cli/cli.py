@@ -328,8 +328,9 @@ def train_command(
             from phenaki_cli.data.shapes_world import vocabulary
             captions = [c.text() for i in range(500) for c in sample_story(split_rng("train", i), 2)]
             encoder = build_text_encoder(captions + [" ".join(vocabulary())], seed=seed)
-    config = replace(TRANSFORMER_PRESETS[preset], vocab_size=tok.config.codebook_size, grid_size=tok.config.grid_size,
-                     max_time_steps=tok.config.time_steps(frames), text_dim=encoder.dim if encoder else 1)
+    config = None if resuming else replace(  # a resumed run reads its config from --output
+        TRANSFORMER_PRESETS[preset], vocab_size=tok.config.codebook_size, grid_size=tok.config.grid_size,
+        max_time_steps=tok.config.time_steps(frames), text_dim=encoder.dim)
     sampling = SamplingConfig(window_frames=frames, prime_frames=prime_frames)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err, disable=quiet) as progress:

@@ -157,13 +157,12 @@ class Phenaki:
         history = None if start_frames is None or len(start_frames) == 0 else start_frames[-settings.prime_frames:]
         generator = torch.Generator().manual_seed(seed)
         grid = self.tokenizer.config.grid_size
-        text_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        scene, text, text_mask = None, None, None
         for window in self.plan([n for _, n in scenes], settings, 0 if history is None else len(history)):
-            if window.scene not in text_cache:
-                text_cache.clear()  # one scene at a time: keeps nothing of earlier scenes
-                embedding = self.text_encoder.embed(scenes[window.scene][0])
-                text_cache[window.scene] = (embedding[None], torch.ones(1, embedding.shape[0], dtype=torch.bool))
-            text, text_mask = text_cache[window.scene]
+            if window.scene != scene:  # the prompt's embedding (cached by the encoder), once per scene
+                scene = window.scene
+                text = self.text_encoder.embed(scenes[scene][0])[None]
+                text_mask = torch.ones(text.shape[:2], dtype=torch.bool)
             time_steps = self.tokenizer.config.time_steps(window.frames)
             tokens = torch.full((1, time_steps, grid, grid), self.transformer.config.mask_id, dtype=torch.long)
             if window.prime:

@@ -372,3 +372,28 @@ def test_text_encoder_by_path_is_checked_against_the_transformer(tiny_phenaki_di
     code, _, err = run_cli("generate", "a red square", "-o", tmp_path / "x.mp4", "--model", tiny_phenaki_dir,
                            "--text-encoder", tiny_phenaki_dir / "text_encoder", "-q")
     assert code == 0, err
+
+
+def test_train_resume_and_export_commands(tiny_phenaki_dir, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    args = ["train", "shapes", "-o", run, "--clips", "16", "--frames", "9", "--batch-size", "2", "--save-every", "3",
+            "-q"]
+    code, _, err = run_cli(*args, "--steps", "3", "--tokenizer", tiny_phenaki_dir, "--preset", "tiny")
+    assert code == 0, err
+    assert (tmp_path / "run.examples.npz").is_file()
+    code, _, err = run_cli(*args, "--steps", "6", "--resume")
+    assert code == 0, err
+    assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    code, _, err = run_cli(*args, "--steps", "6", "--tokenizer", tiny_phenaki_dir)
+    assert code == 2 and "already exists (pass --resume" in err
+    code, _, err = run_cli("export", run, "-o", tmp_path / "shipped", "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "shipped").iterdir()) == [
+        "config.json", "text_encoder", "tokenizer.safetensors", "transformer.safetensors"]
+    code, _, err = run_cli("generate", "a red circle moves left", "-o", tmp_path / "g.mp4", "--model",
+                           tmp_path / "shipped", "-q")
+    assert code == 0, err

@@ -110,11 +110,13 @@ class TransformerTrainSettings:
     crop_share: float = 0.25  # share of steps on shorter windows (the first frames only), as stories make them
 
 
-def train_transformer(out: str | Path, tokenizer_dir: str | Path, text_encoder: TextEncoder,
-                      examples: TokenExamples, config: TransformerConfig, settings: TransformerTrainSettings,
+def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_encoder: TextEncoder | None,
+                      examples: TokenExamples, config: TransformerConfig | None, settings: TransformerTrainSettings,
                       sampling: SamplingConfig | None = None, fps: float = 8.0, resume: bool = False,
                       on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """Train (or resume training) a MaskGIT on token examples; returns the last logged metrics."""
+    """Train (or resume training) a MaskGIT on token examples; returns the last logged metrics.
+
+    A resumed run takes its tokenizer, text encoder and configs from `out` (the arguments may be None)."""
     from phenaki_cli.modeldir import load_tokenizer
 
     out = Path(out)

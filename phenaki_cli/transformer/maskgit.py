@@ -56,12 +56,10 @@ class MaskGIT(nn.Module):
                  + self.col_position[None, None, :])
         return rearrange(table, "t h w d -> (t h w) d")
 
-    def text_context(self, text: torch.Tensor | None, text_mask: torch.Tensor | None,
+    def text_context(self, text: torch.Tensor, text_mask: torch.Tensor | None,
                      drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text embeddings (b, L, text_dim) with the rows in `drop` (or all, if text is None)
-        replaced by the null context: the learned null vector in slot 0, the rest masked."""
-        if text is None:
-            raise ValueError("text is required (pass drop=all for the unconditional model)")
+        """Text embeddings (b, L, text_dim) with the rows in `drop` replaced by the null context
+        (the learned null vector in slot 0, the rest masked): the unconditional model."""
         if text.shape[-1] != self.config.text_dim:
             raise UserError(f"text embeddings have dim {text.shape[-1]}, the transformer expects "
                             f"{self.config.text_dim} (text encoder and transformer do not match)")
