@@ -238,6 +238,10 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
                     image, True, storyboard, as_json, quiet, "prompt")
 
 
+AccumulateOption = typer.Option(1, "--accumulate", help="Micro-batches per optimizer step (gradient accumulation).")
+EmaOption = typer.Option(0.0, "--ema", help="EMA decay of the weights the model directory holds (0: off; e.g. 0.999).")
+
+
 @app.command("train-tokenizer")
 def train_tokenizer_command(
         data: str = typer.Argument(..., help="'shapes' (Shapes World, streamed) or a dataset folder."),
@@ -247,6 +251,7 @@ def train_tokenizer_command(
         steps: int = typer.Option(2000), batch_size: int = typer.Option(8), frames: int = typer.Option(17),
         lr: float = typer.Option(3e-4), save_every: int = typer.Option(250), seed: int = typer.Option(0),
         workers: int = typer.Option(0, help="DataLoader worker processes for decoding videos."),
+        accumulate: int = AccumulateOption, ema: float = EmaOption,
         resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --output."),
         quiet: bool = QuietOption):
     """Train the C-ViViT tokenizer; checkpoints in --output resume exactly."""
@@ -267,7 +272,8 @@ def train_tokenizer_command(
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
     check_frame_count(frames, cfg.temporal_patch_size)
     settings = TrainSettings(steps=steps, batch_size=batch_size, frames=frames, lr=lr, save_every=save_every,
-                             seed=seed, workers=workers, warmup_steps=min(100, max(1, steps // 10)))
+                             seed=seed, workers=workers, warmup_steps=min(100, max(1, steps // 10)),
+                             accumulate=accumulate, ema_decay=ema)
     with Progress(TextColumn("[bold]train-tokenizer"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err,
                   disable=quiet) as progress:
@@ -294,6 +300,7 @@ def train_command(
         examples: Optional[Path] = typer.Option(None, help="Encoded clips cache (default: OUTPUT.examples.npz)."),
         steps: int = typer.Option(5000), batch_size: int = typer.Option(16), lr: float = typer.Option(3e-4),
         save_every: int = typer.Option(250), seed: int = typer.Option(0),
+        accumulate: int = AccumulateOption, ema: float = EmaOption,
         resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --output."),
         quiet: bool = QuietOption):
     """Train the MaskGIT transformer on tokens of the tokenizer; checkpoints in --output resume exactly."""
@@ -347,7 +354,8 @@ def train_command(
             progress.update(task, completed=step, status=f"loss {row['loss']:.3f} acc {row['accuracy']:.2f}")
 
         settings = TransformerTrainSettings(steps=steps, batch_size=batch_size, lr=lr, save_every=save_every, seed=seed,
-                                            warmup_steps=min(200, max(1, steps // 10)))
+                                            warmup_steps=min(200, max(1, steps // 10)), accumulate=accumulate,
+                                            ema_decay=ema)
         last = train_transformer(output, tokenizer, encoder, token_examples, config, settings, sampling,
                                  resume=resume, on_step=on_step)
     _say(quiet, f"wrote {output}: step {last.get('step', steps)}, loss {last.get('loss', float('nan')):.3f}")

@@ -272,7 +272,7 @@ def test_story_and_generate_errors_are_one_line(tiny_phenaki_dir, tmp_path, args
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_transformer_training_resumes_exactly(tmp_path):
+def test_transformer_training_resumes_exactly_with_accumulation_and_ema(tmp_path):
     from phenaki_cli.modeldir import save_model_dir
     from phenaki_cli.train.checkpoint import METRICS_FILE
     from phenaki_cli.train.transformer import TokenExamples, TransformerTrainSettings, train_transformer
@@ -282,8 +282,8 @@ def test_transformer_training_resumes_exactly(tmp_path):
     rng = np.random.default_rng(0)
     examples = TokenExamples(rng.integers(0, 256, (12, 5, 4, 4)).astype(np.int16),
                              ["a red square", "a blue circle"] * 6, np.array([0, 3] * 6))
-    settings = TransformerTrainSettings(steps=8, batch_size=4, lr=1e-3, warmup_steps=2, save_every=4,
-                                        image_share=0.3, crop_share=0.3)
+    settings = TransformerTrainSettings(steps=8, batch_size=2, lr=1e-3, warmup_steps=2, save_every=4,
+                                        image_share=0.3, crop_share=0.3, accumulate=2, ema_decay=0.9)
 
     def run(out, on_step=None, resume=False):
         return train_transformer(out, tmp_path / "tok", base.text_encoder, examples, base.transformer.config,

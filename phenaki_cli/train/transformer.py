@@ -11,7 +11,6 @@ text encoder, sampling defaults), so `phenaki story --model DIR` can play it whi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,8 +24,8 @@ from phenaki_cli.modeldir import load_weights, read_config
 from phenaki_cli.pipeline import TEXT_ENCODER_DIR, check_compatible
 from phenaki_cli.text import TextEncoder, pad_embeddings
 from phenaki_cli.tokenizer import CViViT
-from phenaki_cli.train.checkpoint import check_new_run, is_training_folder, load_checkpoint, save_checkpoint
-from phenaki_cli.train.tokenizer import cosine_with_warmup
+from phenaki_cli.train.checkpoint import check_new_run, is_training_folder
+from phenaki_cli.train.loop import LoopSettings, fit
 from phenaki_cli.transformer import MaskGIT
 from phenaki_cli.transformer.masking import masked_token_loss
 from phenaki_cli.video_io import frames_to_tensor
@@ -96,15 +95,11 @@ def shapes_clips(count: int, frames: int, size: int, prime_frames: int, split: s
 
 
 @dataclass
-class TransformerTrainSettings:
+class TransformerTrainSettings(LoopSettings):
     steps: int = 5000
-    batch_size: int = 16
-    lr: float = 3e-4
     warmup_steps: int = 200
     weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    save_every: int = 250
-    seed: int = 0
+    batch_size: int = 16
     text_drop: float = 0.1  # share of samples trained without text (classifier-free guidance)
     image_share: float = 0.2  # share of steps that train first-frame tokens only (images), as in the paper
     crop_share: float = 0.25  # share of steps on shorter windows (the first frames only), as stories make them
@@ -141,26 +136,12 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
                         f"codebook of {tokenizer.config.codebook_size}: they were made by another tokenizer")
 
     model = MaskGIT(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.99),
-                                  weight_decay=settings.weight_decay)
-    schedule = cosine_with_warmup(settings.warmup_steps, settings.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    start_step, log = 0, []
     if resuming:
         load_weights(model, out / "transformer.safetensors")
-        start_step, log, _ = load_checkpoint(out, optimizer, scheduler, schedule)
-
     embeddings = {prompt: text_encoder.embed(prompt) for prompt in dict.fromkeys(examples.prompts)}
 
-    def save(step: int) -> None:
-        save_checkpoint(out, {"tokenizer": (tokenizer.config, tokenizer), "transformer": (config, model),
-                              "sampling": (sampling, None)}, optimizer, scheduler, step, log, settings,
-                        extra={"fps": fps, "text_encoder": TEXT_ENCODER_DIR},
-                        write_files=lambda folder: text_encoder.save(folder / TEXT_ENCODER_DIR))
-
-    started = time.perf_counter()
-    for step in range(start_step + 1, settings.steps + 1):
-        rng = np.random.default_rng([settings.seed, step])
+    def micro_step(step: int, micro: int):
+        rng = np.random.default_rng([settings.seed, step, micro])
         index = rng.integers(0, len(examples), settings.batch_size)
         tokens = torch.from_numpy(examples.tokens[index].astype(np.int64))
         prefix = torch.from_numpy(examples.prefix_steps[index])
@@ -173,16 +154,10 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
         text, text_mask = pad_embeddings([embeddings[examples.prompts[i]] for i in index])
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         loss, stats = masked_token_loss(model, tokens, text, text_mask, prefix, settings.text_drop, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        row = {"step": step, "loss": loss.item(), "accuracy": stats["accuracy"], "image_step": image_step,
-               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
-        log.append(row)
-        if step % settings.save_every == 0 or step == settings.steps:
-            save(step)
-        if on_step is not None:
-            on_step(step, row)
-    return log[-1] if log else {}
+        return loss, {"loss": loss.item(), "accuracy": stats["accuracy"], "image_step": image_step}
+
+    return fit(out, model, settings, resuming, micro_step,
+               sections=lambda weights: {"tokenizer": (tokenizer.config, tokenizer), "transformer": (config, weights),
+                                         "sampling": (sampling, None)},
+               extra={"fps": fps, "text_encoder": TEXT_ENCODER_DIR},
+               write_files=lambda folder: text_encoder.save(folder / TEXT_ENCODER_DIR), on_step=on_step)

@@ -37,6 +37,9 @@ class MaskGIT(nn.Module):
         config.validate()
         self.config = c = config
         self.token_embedding = nn.Embedding(c.vocab_size + 1, c.dim)  # + [MASK]
+        # same scale as the positions: with torch's N(0, 1) default the token vectors are ~50× larger
+        # and drown the (t, row, col) signal, and the model learns layout very slowly
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.time_position = nn.Parameter(torch.randn(c.max_time_steps, c.dim) * 0.02)
         self.row_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
         self.col_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
