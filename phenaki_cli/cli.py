@@ -169,8 +169,7 @@ def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[st
         video = read_video(start, fps=None if start_is_image else fps, size=size)
         start_frames = video.frames[:1] if start_is_image else video.frames
         source = {"path": str(start), "kind": "image" if start_is_image else "video"}
-    plan = phenaki.plan([s.frames for s in scenes], settings, 0 if start_frames is None else
-                        min(len(start_frames), settings.prime_frames))
+    plan = phenaki.plan([s.frames for s in scenes], settings, 0 if start_frames is None else len(start_frames))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=quiet or as_json) as progress:
         tasks = [progress.add_task(f"scene {i + 1}: {s.prompt[:48]}", total=settings.steps * sum(

@@ -138,9 +138,10 @@ class Phenaki:
         check_compatible(self.tokenizer.config, self.transformer.config, settings, None, "sampling settings")
         return settings
 
-    def plan(self, scene_frames: list[int], settings: SamplingConfig, history: int = 0) -> list[Window]:
+    def plan(self, scene_frames: list[int], settings: SamplingConfig, start_frames: int = 0) -> list[Window]:
+        """The windows `generate` will run, after `start_frames` given frames (of which the last K prime)."""
         return plan_windows(scene_frames, settings.window_frames, settings.prime_frames,
-                            self.tokenizer.config.temporal_patch_size, history)
+                            self.tokenizer.config.temporal_patch_size, min(start_frames, settings.prime_frames))
 
     @torch.inference_mode()
     def generate(self, scenes: list[tuple[str, int]], settings: SamplingConfig | None = None, seed: int = 0,

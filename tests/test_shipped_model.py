@@ -1,0 +1,50 @@
+"""Checks on the shipped default model (models/shapes-64): it loads, fits its budget, and plays."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from phenaki_cli.data.shapes_sampler import sample_rendered_story
+from phenaki_cli.data.shapes_world import vocabulary
+from phenaki_cli.eval.metrics import psnr
+from phenaki_cli.pipeline import Phenaki
+from phenaki_cli.video_io import frames_to_tensor, read_video, tensor_to_frames
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "shapes-64"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Phenaki.from_pretrained(SHIPPED)
+
+
+def test_shipped_model_is_complete_and_small(shipped):
+    size = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
+    assert size <= 40e6
+    assert (SHIPPED / "MODEL_CARD.md").is_file()
+    assert shipped.text_encoder.unknown_words(" ".join(vocabulary())) == []
+    assert shipped.tokenizer.config.image_size == 64 and shipped.fps == 8
+
+
+@torch.inference_mode()
+def test_shipped_tokenizer_reconstructs_held_out_clips(shipped):
+    scores = []
+    for i in range(4):
+        frames = sample_rendered_story("test", i).rendering.frames[:17]
+        recon = tensor_to_frames(shipped.tokenizer(frames_to_tensor(frames)[None]).reconstruction[0])
+        scores.append(psnr(frames, recon))
+    assert np.mean(scores) > 25.0, scores  # MODEL_CARD.md: 26.9 dB mean on 20 test-split clips
+
+
+def test_default_model_plays_a_story(tmp_path):
+    script = tmp_path / "story.txt"
+    script.write_text("a big red circle moves right\n[8f] the red circle turns green\n")
+    out = tmp_path / "story.mp4"
+    code, _, err = run_cli("story", script, "-o", out, "--seed", "0", "-q")  # no --model: the shipped one
+    assert code == 0, err
+    assert len(read_video(out).frames) == 24
+    assert json.loads((tmp_path / "story.json").read_text())["model"] == "shapes-64"
