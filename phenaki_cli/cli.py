@@ -151,7 +151,7 @@ def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[st
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from phenaki_cli.jobs import SceneRequest, render_video, storyboard_path
+    from phenaki_cli.jobs import render_video, storyboard_path
     from phenaki_cli.pipeline import Phenaki
     from phenaki_cli.video_io import read_video
 
@@ -161,7 +161,7 @@ def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[st
     load_seconds = time.perf_counter() - loaded
     settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature, prime_frames=prime_frames)
     fps = fps or phenaki.fps
-    scenes = [SceneRequest(prompt, frames, line) for prompt, frames, line in scenes(fps)]
+    scenes = scenes(fps)
     _warn_unknown_words(phenaki.text_encoder, scenes, where)
     start_frames, source = None, None
     if start is not None:
@@ -204,7 +204,7 @@ def story(script: Path = typer.Argument(..., help="Story script: one scene promp
         raise UserError(f"{script}: story script not found")
 
     def scenes(fps: float):
-        return [(s.prompt, s.frames, s.line) for s in load_story(script, fps).scenes]
+        return load_story(script, fps).scenes
 
     scenes(8.0)  # parse errors before loading the model
     _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
@@ -223,6 +223,7 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
              overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Generate one scene from a prompt (from a start image with --image)."""
     from phenaki_cli.files import check_output
+    from phenaki_cli.story import Scene
 
     check_output(output, overwrite)
     if not prompt.strip():
@@ -231,7 +232,7 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
         raise UserError(f"--seconds must be positive, got {seconds:g}")
 
     def scenes(fps: float):
-        return [(prompt.strip(), max(1, round(seconds * fps)), None)]
+        return [Scene(prompt.strip(), max(1, round(seconds * fps)))]
 
     _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
                     image, True, storyboard, as_json, quiet, "prompt")
@@ -412,7 +413,7 @@ def data_render(script: Path = typer.Argument(..., help="A Shapes World story sc
     """Render a Shapes World story exactly (ground truth), with a sidecar JSON of its scenes."""
     from phenaki_cli.data.shapes_world import parse_captions, render_story
     from phenaki_cli.files import check_output, write_text_atomic
-    from phenaki_cli.story import load_story
+    from phenaki_cli.story import load_story, sidecar_path
     from phenaki_cli.video_io import write_video
 
     check_output(output, overwrite)
@@ -422,7 +423,7 @@ def data_render(script: Path = typer.Argument(..., help="A Shapes World story sc
     write_video(output, rendering.frames, fps)
     sidecar = {"fps": fps, "seed": seed, "source": str(script), "scenes": [
         {"prompt": s.prompt, "start": a, "end": b} for s, (a, b) in zip(story.scenes, rendering.scene_ranges)]}
-    write_text_atomic(Path(output).with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
+    write_text_atomic(sidecar_path(output), json.dumps(sidecar, indent=2) + "\n")
     _say(quiet, f"wrote {output} ({len(rendering.frames)} frames, {len(story.scenes)} scenes)")
 
 

@@ -7,8 +7,9 @@ the video file, its sidecar and the storyboard appear only when everything succe
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -17,38 +18,24 @@ import numpy as np
 from phenaki_cli.config import SamplingConfig
 from phenaki_cli.files import write_text_atomic
 from phenaki_cli.pipeline import Phenaki, Window
+from phenaki_cli.story import Scene, frame_ranges, sidecar_path
 from phenaki_cli.storyboard import pick_frames, write_storyboard
 from phenaki_cli.video_io import VideoWriter
-
-
-@dataclass
-class SceneRequest:
-    prompt: str
-    frames: int
-    line: int | None = None  # script line, for messages and the sidecar
-
-
-def sidecar_path(output: Path) -> Path:
-    return output.with_suffix(".json") if output.suffix else output.with_name(output.name + ".json")
 
 
 def storyboard_path(output: Path) -> Path:
     return output.with_name(output.stem + ".storyboard.png")
 
 
-def render_video(model: Phenaki, scenes: list[SceneRequest], output: Path, settings: SamplingConfig, seed: int,
+def render_video(model: Phenaki, scenes: list[Scene], output: Path, settings: SamplingConfig, seed: int,
                  fps: float, start_frames: np.ndarray | None = None, source: dict | None = None,
                  storyboard: bool = False, on_step: Callable[[Window, int], None] | None = None) -> dict:
     """Generate `scenes` after `start_frames` (kept at the head of the output) and write
     `output`, its sidecar JSON and optionally a storyboard. Returns the sidecar's content."""
-    import json
-
     started = time.perf_counter()
     offset = 0 if start_frames is None else len(start_frames)
-    ranges, start = [], offset
-    for scene in scenes:
-        ranges.append((start, start + scene.frames))
-        start += scene.frames
+    ranges = frame_ranges([s.frames for s in scenes], offset)
+    end = ranges[-1][1]
     wanted = {i: scene for scene, (a, b) in enumerate(ranges) for i in pick_frames(a, b)}
     board: dict[int, list[np.ndarray]] = {i: [] for i in range(len(scenes))}
     scene_seconds = [0.0] * len(scenes)
@@ -70,13 +57,13 @@ def render_video(model: Phenaki, scenes: list[SceneRequest], output: Path, setti
     generate_seconds = time.perf_counter() - started
 
     sidecar = {
-        "video": output.name, "fps": fps, "frames": start, "seed": seed, "model": model.name,
+        "video": output.name, "fps": fps, "frames": end, "seed": seed, "model": model.name,
         "text_encoder": model.text_encoder.source, "sampling": asdict(settings),
         "scenes": [{"prompt": s.prompt, "start": a, "end": b, **({"line": s.line} if s.line else {})}
                    for s, (a, b) in zip(scenes, ranges)],
         "timings": {"seconds": round(generate_seconds, 3),
                     "scene_seconds": [round(s, 3) for s in scene_seconds],
-                    "frames_per_second": round((start - offset) / max(generate_seconds, 1e-9), 2)},
+                    "frames_per_second": round((end - offset) / max(generate_seconds, 1e-9), 2)},
     }
     if source is not None:
         sidecar["source"] = {**source, "frames": offset}

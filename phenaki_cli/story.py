@@ -24,7 +24,7 @@ _DURATION = re.compile(r"^\[\s*([0-9]*\.?[0-9]+)\s*([sf])\s*\]\s*(.*)$")
 class Scene:
     prompt: str
     frames: int
-    line: int
+    line: int | None = None  # script line, for messages and sidecars (None: not from a script)
 
 
 @dataclass
@@ -37,11 +37,21 @@ class Story:
         return sum(s.frames for s in self.scenes)
 
     def frame_ranges(self) -> list[tuple[int, int]]:
-        ranges, start = [], 0
-        for scene in self.scenes:
-            ranges.append((start, start + scene.frames))
-            start += scene.frames
-        return ranges
+        return frame_ranges([s.frames for s in self.scenes])
+
+
+def frame_ranges(frame_counts: list[int], start: int = 0) -> list[tuple[int, int]]:
+    """[start, end) of each scene when they play one after another from frame `start`."""
+    ranges = []
+    for count in frame_counts:
+        ranges.append((start, start + count))
+        start += count
+    return ranges
+
+
+def sidecar_path(video: str | Path) -> Path:
+    """The JSON beside a video that records its scenes (prompts and frame ranges)."""
+    return Path(video).with_suffix(".json")
 
 
 def parse_story(text: str, fps: float, source: str = "<script>") -> Story:

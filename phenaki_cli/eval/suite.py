@@ -11,7 +11,7 @@ import numpy as np
 from phenaki_cli.data.shapes_world import parse_captions
 from phenaki_cli.errors import UserError
 from phenaki_cli.eval.analyser import Report, analyse
-from phenaki_cli.story import load_story
+from phenaki_cli.story import load_story, sidecar_path
 from phenaki_cli.video_io import VIDEO_SUFFIXES, read_video
 
 
@@ -19,10 +19,6 @@ from phenaki_cli.video_io import VIDEO_SUFFIXES, read_video
 class Scored:
     video: Path
     report: Report
-
-
-def sidecar_path(video: Path) -> Path:
-    return video.with_suffix(".json")
 
 
 def read_sidecar_scenes(path: Path) -> list[tuple[str, int, int]]:
