@@ -216,6 +216,7 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
              output: Path = typer.Option(..., "--output", "-o", help="Video to write (.mp4, .webm, .gif, folder)."),
              seconds: float = typer.Option(2.0, "--seconds", help="Length of the scene."),
              image: Optional[Path] = typer.Option(None, "--image", help="Start frame (image-to-video)."),
+             image_end: Optional[Path] = typer.Option(None, "--image-end", help="Last frame to arrive at (one window)."),
              model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
              steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
              temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
@@ -231,156 +232,18 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
     if seconds <= 0:
         raise UserError(f"--seconds must be positive, got {seconds:g}")
 
+    if image_end is not None:
+        if storyboard or prime_frames is not None or fps is not None:
+            raise UserError("--image-end makes one window at the model's fps: drop --storyboard, --prime-frames, --fps")
+        from phenaki_cli.cli_complete import generate_between
+        return generate_between(prompt.strip(), output, image, image_end, seconds, model, text_encoder, seed, steps,
+                                guidance, temperature, as_json, quiet)
+
     def scenes(fps: float):
         return [Scene(prompt.strip(), max(1, round(seconds * fps)))]
 
     _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
                     image, True, storyboard, as_json, quiet, "prompt")
-
-
-AccumulateOption = typer.Option(1, "--accumulate", help="Micro-batches per optimizer step (gradient accumulation).")
-EmaOption = typer.Option(0.0, "--ema", help="EMA decay of the weights the model directory holds (0: off; e.g. 0.999).")
-
-
-@app.command("train-tokenizer")
-def train_tokenizer_command(
-        data: str = typer.Argument(..., help="'shapes' (Shapes World, streamed) or a dataset folder."),
-        output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
-        preset: str = typer.Option("shapes", help="Tokenizer size: reference | shapes | tiny | paper."),
-        config: Optional[Path] = typer.Option(None, help="A JSON file of tokenizer config fields (overrides --preset)."),
-        steps: int = typer.Option(2000), batch_size: int = typer.Option(8), frames: int = typer.Option(17),
-        lr: float = typer.Option(3e-4), save_every: int = typer.Option(250), seed: int = typer.Option(0),
-        workers: int = typer.Option(0, help="DataLoader worker processes for decoding videos."),
-        accumulate: int = AccumulateOption, ema: float = EmaOption,
-        resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --output."),
-        quiet: bool = QuietOption):
-    """Train the C-ViViT tokenizer; checkpoints in --output resume exactly."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from phenaki_cli.config import TOKENIZER_PRESETS, TokenizerConfig, check_frame_count, from_dict
-    from phenaki_cli.train.tokenizer import TrainSettings, train_tokenizer
-
-    _setup()
-    if config is not None:
-        try:
-            cfg = from_dict(TokenizerConfig, json.loads(config.read_text()), str(config))
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{config}: cannot read a JSON config ({e})") from None
-    elif preset in TOKENIZER_PRESETS:
-        cfg = TOKENIZER_PRESETS[preset]
-    else:
-        raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
-    check_frame_count(frames, cfg.temporal_patch_size)
-    settings = TrainSettings(steps=steps, batch_size=batch_size, frames=frames, lr=lr, save_every=save_every,
-                             seed=seed, workers=workers, warmup_steps=min(100, max(1, steps // 10)),
-                             accumulate=accumulate, ema_decay=ema)
-    with Progress(TextColumn("[bold]train-tokenizer"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err,
-                  disable=quiet) as progress:
-        task = progress.add_task("train", total=steps, status="")
-        def on_step(step: int, row: dict) -> None:
-            progress.update(task, completed=step, status=f"loss {row['loss']:.4f} PSNR {row['psnr']:.1f} dB "
-                                                          f"codes {row['codes_used']:.0%}")
-        last = train_tokenizer(data, output, cfg, settings, resume=resume, on_step=on_step)
-    _say(quiet, f"wrote {output}: step {last.get('step', steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
-                + (f", skipped {last['skipped_files']} unreadable files" if last.get("skipped_files") else ""))
-
-
-@app.command("train")
-def train_command(
-        data: str = typer.Argument(..., help="'shapes' (Shapes World clips, encoded once before training)."),
-        output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
-        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model directory of a trained tokenizer."),
-        text_encoder: Optional[str] = typer.Option(
-            None, "--text-encoder", help="T5 directory or hub id (default: build a small one for Shapes World)."),
-        preset: str = typer.Option("shapes", help="Transformer size: reference | shapes | tiny | paper."),
-        clips: int = typer.Option(4000, help="Training clips to encode."),
-        frames: int = typer.Option(17, help="Frames per clip: one window (1 + t·n)."),
-        prime_frames: int = typer.Option(5, "--prime-frames", help="Frames given at the start of continuation clips."),
-        examples: Optional[Path] = typer.Option(None, help="Encoded clips cache (default: OUTPUT.examples.npz)."),
-        steps: int = typer.Option(5000), batch_size: int = typer.Option(16), lr: float = typer.Option(3e-4),
-        save_every: int = typer.Option(250), seed: int = typer.Option(0),
-        accumulate: int = AccumulateOption, ema: float = EmaOption,
-        resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --output."),
-        quiet: bool = QuietOption):
-    """Train the MaskGIT transformer on tokens of the tokenizer; checkpoints in --output resume exactly."""
-    from dataclasses import replace
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from phenaki_cli.config import TRANSFORMER_PRESETS, SamplingConfig, check_frame_count
-    from phenaki_cli.modeldir import load_tokenizer
-    from phenaki_cli.text import TextEncoder, build_text_encoder
-    from phenaki_cli.train.checkpoint import is_training_folder
-    from phenaki_cli.train.transformer import (TokenExamples, TransformerTrainSettings, encode_examples,
-                                               shapes_clips, train_transformer)
-
-    _setup()
-    if data != "shapes":
-        raise UserError(f"{data}: only 'shapes' is supported so far (dataset folders: see `phenaki data`)")
-    if preset not in TRANSFORMER_PRESETS:
-        raise UserError(f"--preset {preset!r}: choose one of {', '.join(TRANSFORMER_PRESETS)}")
-    examples = examples or output.with_name(output.name + ".examples.npz")
-    resuming = resume and is_training_folder(output)
-    if not resuming and tokenizer is None:
-        raise UserError("--tokenizer DIR is required for a new run (a model directory with a trained tokenizer)")
-    tok, _ = load_tokenizer(output if resuming else tokenizer)
-    check_frame_count(frames, tok.config.temporal_patch_size)
-    encoder = None
-    if not resuming:
-        if text_encoder is not None:
-            encoder = TextEncoder.load(text_encoder)
-        else:
-            from phenaki_cli.data.shapes_sampler import sample_story, split_rng
-            from phenaki_cli.data.shapes_world import vocabulary
-            captions = [c.text() for i in range(500) for c in sample_story(split_rng("train", i), 2)]
-            encoder = build_text_encoder(captions + [" ".join(vocabulary())], seed=seed)
-    config = None if resuming else replace(  # a resumed run reads its config from --output
-        TRANSFORMER_PRESETS[preset], vocab_size=tok.config.codebook_size, grid_size=tok.config.grid_size,
-        max_time_steps=tok.config.time_steps(frames), text_dim=encoder.dim)
-    sampling = SamplingConfig(window_frames=frames, prime_frames=prime_frames)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err, disable=quiet) as progress:
-        if examples.is_file():
-            token_examples = TokenExamples.load(examples)
-        else:
-            task = progress.add_task("encode clips", total=clips, status="")
-            token_examples = encode_examples(tok, shapes_clips(clips, frames, tok.config.image_size, prime_frames),
-                                             on_batch=lambda n: progress.advance(task, n))
-            token_examples.save(examples)
-        task = progress.add_task("train", total=steps, status="")
-
-        def on_step(step: int, row: dict) -> None:
-            progress.update(task, completed=step, status=f"loss {row['loss']:.3f} acc {row['accuracy']:.2f}")
-
-        settings = TransformerTrainSettings(steps=steps, batch_size=batch_size, lr=lr, save_every=save_every, seed=seed,
-                                            warmup_steps=min(200, max(1, steps // 10)), accumulate=accumulate,
-                                            ema_decay=ema)
-        last = train_transformer(output, tokenizer, encoder, token_examples, config, settings, sampling,
-                                 resume=resume, on_step=on_step)
-    _say(quiet, f"wrote {output}: step {last.get('step', steps)}, loss {last.get('loss', float('nan')):.3f}")
-
-
-@app.command("export")
-def export_command(source: Path = typer.Argument(..., help="A training folder (or any full model directory)."),
-                   output: Path = typer.Option(..., "--output", "-o", help="Model directory to write."),
-                   fp16: bool = typer.Option(True, "--fp16/--fp32", help="Store weights in fp16 (loads as fp32)."),
-                   card: Optional[Path] = typer.Option(None, "--card", help="A MODEL_CARD.md to include."),
-                   overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
-    """Write a clean model directory for shipping: weights, text encoder, card; no training state."""
-    import torch
-
-    from phenaki_cli.files import check_output
-    from phenaki_cli.pipeline import Phenaki
-
-    check_output(output, overwrite)
-    if card is not None and not card.is_file():
-        raise UserError(f"{card}: model card not found")
-    model = Phenaki.from_pretrained(source)
-    model.save_pretrained(output, dtype=torch.float16 if fp16 else None,
-                          model_card=card.read_text() if card is not None else None)
-    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
-    _say(quiet, f"wrote {output} ({size / 1e6:.1f} MB)")
 
 
 @data_app.command("shapes")
@@ -552,6 +415,10 @@ def info(model: Path = ModelOption, as_json: bool = JsonOption):
     else:
         for line in lines:
             out.print(line, highlight=False)
+
+
+# the training and completion commands live in their own modules; importing them registers them on `app`
+from phenaki_cli import cli_complete, cli_train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -49,8 +49,15 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
     try:
         yield tmp
         if directory and path.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            # a directory cannot be renamed over another: move the old one aside first, so
+            # a crash between the two renames leaves it (as .NAME.old) rather than nothing
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -81,12 +81,12 @@ def _names(keys: list[str]) -> str:
     return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
 
 
-def save_model_dir(model_dir: str | os.PathLike, sections: dict[str, tuple[Any, nn.Module | None]],
+def save_model_dir(model_dir: str | os.PathLike, sections: dict[str, tuple[Any, nn.Module | dict | None]],
                    extra: dict | None = None, dtype: torch.dtype | None = None,
                    write_files: Callable[[Path], None] | None = None) -> None:
     """Write a whole model directory atomically.
 
-    `sections` maps a name to (config dataclass, module or None); `dtype` optionally
+    `sections` maps a name to (config dataclass, module or state dict or None); `dtype` optionally
     stores float weights smaller (e.g. fp16 for shipped models; loading casts back).
     `write_files` may add more files (a text encoder, a model card) before the rename.
     """
@@ -95,8 +95,9 @@ def save_model_dir(model_dir: str | os.PathLike, sections: dict[str, tuple[Any, 
         for name, (cfg, module) in sections.items():
             config[name] = to_dict(cfg)
             if module is not None:
-                state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-                         for k, v in module.state_dict().items()}
+                weights = module if isinstance(module, dict) else module.state_dict()
+                state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).cpu().contiguous()
+                         for k, v in weights.items()}
                 save_file(state, str(tmp / f"{name}.safetensors"))
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if write_files is not None:

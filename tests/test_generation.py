@@ -173,7 +173,8 @@ def test_a_tiny_model_trained_here_follows_its_prompt(tmp_path):
     """Two-prompt toy world: after a short training run, each prompt generates its own video."""
     from phenaki_cli.data.shapes_world import parse_caption, render_story
     from phenaki_cli.modeldir import save_model_dir
-    from phenaki_cli.train.transformer import TokenExamples, TransformerTrainSettings, train_transformer
+    from phenaki_cli.data.tokens import TokenExamples
+    from phenaki_cli.train.transformer import TransformerTrainSettings, train_transformer
     from phenaki_cli.video_io import frames_to_tensor
 
     prompts = ["a big red square stays still", "a big blue circle stays still"]
@@ -275,7 +276,8 @@ def test_story_and_generate_errors_are_one_line(tiny_phenaki_dir, tmp_path, args
 def test_transformer_training_resumes_exactly_with_accumulation_and_ema(tmp_path):
     from phenaki_cli.modeldir import save_model_dir
     from phenaki_cli.train.checkpoint import METRICS_FILE
-    from phenaki_cli.train.transformer import TokenExamples, TransformerTrainSettings, train_transformer
+    from phenaki_cli.data.tokens import TokenExamples
+    from phenaki_cli.train.transformer import TransformerTrainSettings, train_transformer
 
     base = build_tiny_phenaki()
     save_model_dir(tmp_path / "tok", {"tokenizer": (base.tokenizer.config, base.tokenizer)})
@@ -384,7 +386,7 @@ def test_train_resume_and_export_commands(tiny_phenaki_dir, tmp_path):
             "-q"]
     code, _, err = run_cli(*args, "--steps", "3", "--tokenizer", tiny_phenaki_dir, "--preset", "tiny")
     assert code == 0, err
-    assert (tmp_path / "run.examples.npz").is_file()
+    assert (tmp_path / "run.tokens" / "index.json").is_file()
     code, _, err = run_cli(*args, "--steps", "6", "--resume")
     assert code == 0, err
     assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]

@@ -1,12 +1,14 @@
-"""Video datasets on disk: a folder of videos with captions in a manifest.
+"""Datasets on disk: a folder of videos (or images) with captions in a manifest.
 
     DIR/captions.jsonl   {"video": "videos/00000.mp4", "caption": "a red circle moves right"}
     DIR/captions.csv     same columns; WebVid-style names are accepted too
 
-Column names accepted: video | path | file | videoid (+ ".mp4") for the file, and
-caption | text | name | txt for the caption. A folder without a manifest is read as
-videos with empty captions (enough for tokenizer training). `phenaki data shapes`
-writes this same format, so Shapes World and a user's own data share one code path.
+Column names accepted: video | path | file | videoid (+ ".mp4") for the file (image | img |
+path | file for images), and caption | text | name | txt for the caption. A folder without
+a manifest is read file by file, each captioned by a same-named .txt beside it when there
+is one (the img2dataset / LAION layout: 000001.jpg + 000001.txt), else with an empty caption
+(enough for tokenizer training). `phenaki data shapes` writes this same format, so Shapes
+World and a user's own data share one code path.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import numpy as np
 
 from phenaki_cli.errors import UserError
 from phenaki_cli.files import atomic_path
-from phenaki_cli.video_io import VIDEO_SUFFIXES, read_video, write_video
+from phenaki_cli.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_video, write_video
 
 MANIFEST_NAMES = ("captions.jsonl", "manifest.jsonl", "captions.csv", "manifest.csv")
 VIDEO_KEYS = ("video", "path", "file", "videoid")
+IMAGE_KEYS = ("image", "img", "path", "file")
 CAPTION_KEYS = ("caption", "text", "name", "txt")
 
 
@@ -40,16 +43,24 @@ def _pick(row: dict, keys: tuple[str, ...]):
     return None, None
 
 
-def read_manifest(root: str | Path) -> list[Entry]:
+def _sidecar_caption(path: Path) -> str:
+    text = path.with_suffix(".txt")
+    return " ".join(text.read_text(errors="replace").split()) if text.is_file() else ""
+
+
+def read_manifest(root: str | Path, images: bool = False) -> list[Entry]:
+    """The entries of a dataset folder; `images` reads an image dataset (LAION-style)."""
     root = Path(root)
+    what = "images" if images else "videos"
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")
     manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
     if manifest is None:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        suffixes = IMAGE_SUFFIXES if images else VIDEO_SUFFIXES
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes)
         if not files:
-            raise UserError(f"{root}: no videos and no manifest ({', '.join(MANIFEST_NAMES)})")
-        return [Entry(p, "") for p in files]
+            raise UserError(f"{root}: no {what} and no manifest ({', '.join(MANIFEST_NAMES)})")
+        return [Entry(p, _sidecar_caption(p)) for p in files]
     rows: list[tuple[int, dict]] = []
     if manifest.suffix == ".jsonl":
         for number, line in enumerate(manifest.read_text().splitlines(), start=1):
@@ -63,13 +74,14 @@ def read_manifest(root: str | Path) -> list[Entry]:
             rows = list(enumerate(csv.DictReader(f), start=2))
     entries = []
     for number, row in rows:
-        key, video = _pick(row, VIDEO_KEYS) if isinstance(row, dict) else (None, None)
+        keys = IMAGE_KEYS if images else VIDEO_KEYS
+        key, video = _pick(row, keys) if isinstance(row, dict) else (None, None)
         if video is None:
-            raise UserError(f"{manifest}:{number}: no video column ({' | '.join(VIDEO_KEYS)})")
+            raise UserError(f"{manifest}:{number}: no {what[:-1]} column ({' | '.join(keys)})")
         video = str(video) + (".mp4" if key == "videoid" and not Path(str(video)).suffix else "")
         entries.append(Entry(root / video, str(_pick(row, CAPTION_KEYS)[1] or "")))
     if not entries:
-        raise UserError(f"{manifest}: manifest lists no videos")
+        raise UserError(f"{manifest}: manifest lists no {what}")
     return entries
 
 
@@ -79,10 +91,11 @@ class VideoClips:
     Indexable by an integer sample number: sample k is a fixed clip (file and start drawn from
     `seed` and k), so training that resumes at a step reads exactly the clips it would have.
     Unreadable or too-short files give None and are counted in `skipped`, never a crash.
+    With `images`, the entries are images and every clip is one frame (frames must be 1).
     """
 
-    def __init__(self, root: str | Path, frames: int, size: int, fps: float, seed: int = 0):
-        self.entries = read_manifest(root)
+    def __init__(self, root: str | Path, frames: int, size: int, fps: float, seed: int = 0, images: bool = False):
+        self.entries = read_manifest(root, images=images)
         self.frames, self.size, self.fps, self.seed = frames, size, fps, seed
         self.skipped: dict[str, str] = {}
 

@@ -3,7 +3,9 @@
 Vectors are projected to a small `code_dim`, l2-normalized, and matched to the nearest
 normalized code by cosine similarity; the quantized code is projected back up. Codes
 that no batch has used for `dead_code_steps` training steps are restarted from random
-vectors of the current batch, so the codebook does not collapse.
+vectors of the current batch, so the codebook does not collapse. Under torch.distributed the
+usage counts are summed over processes and the restart vectors come from process 0, so every
+process keeps the same codebook.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -68,11 +71,18 @@ class FactorizedVQ(nn.Module):
 
     @torch.no_grad()
     def _restart_dead_codes(self, batch_vectors: torch.Tensor, counts: torch.Tensor) -> None:
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed:
+            counts = counts.clone()
+            dist.all_reduce(counts)
         self.steps_unused.copy_(torch.where(counts > 0, 0, self.steps_unused + 1))
         dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
         if len(dead):
             picks = torch.randint(len(batch_vectors), (len(dead),), device=batch_vectors.device)
+            vectors = batch_vectors[picks].contiguous()
+            if distributed:
+                dist.broadcast(vectors, src=0)
             # through .data: the backward pass still to come needs no gradient for these rows
             # (no index in this batch selected them), so rewriting them now is safe
-            self.codebook.data[dead] = batch_vectors[picks]
+            self.codebook.data[dead] = vectors.to(self.codebook.dtype)
             self.steps_unused[dead] = 0

@@ -2,12 +2,16 @@
 
 A training folder is a model directory (config.json + *.safetensors) plus `train_state.pt`
 (step, optimizer, scheduler, RNG, settings) and `metrics.jsonl`, all replaced in one atomic
-rename, so an interrupted run never leaves a half-written checkpoint.
+rename, so an interrupted run never leaves a half-written checkpoint. With `keep_last` k > 1,
+`checkpoints/step-NNNNNN/` holds the last k checkpoints as complete training folders (hard
+links, so they cost no copy); `previews/` collects the preview videos of the whole run.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +24,8 @@ from phenaki_cli.modeldir import save_model_dir
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+PREVIEWS_DIR = "previews"
 
 
 def is_training_folder(out: Path) -> bool:
@@ -31,31 +37,53 @@ def check_new_run(out: Path) -> None:
         raise UserError(f"{out}: already exists (pass --resume to continue training, or choose another folder)")
 
 
-def save_checkpoint(out: Path, sections: dict[str, tuple[Any, nn.Module | None]], optimizer, scheduler, step: int,
-                    log: list[dict], settings, extra: dict | None = None, extra_state: dict | None = None,
-                    write_files: Callable[[Path], None] | None = None) -> None:
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
+
+
+def _carry_history(old: Path, new: Path, step: int, keep_last: int) -> None:
+    """Into the new folder: the run's previews, and the last `keep_last` checkpoints (this one included)."""
+    if (old / PREVIEWS_DIR).is_dir():
+        shutil.copytree(old / PREVIEWS_DIR, new / PREVIEWS_DIR, copy_function=_link_or_copy, dirs_exist_ok=True)
+    if keep_last <= 1:
+        return
+    history = new / CHECKPOINTS_DIR
+    history.mkdir()
+    kept = sorted((old / CHECKPOINTS_DIR).glob("step-*")) if (old / CHECKPOINTS_DIR).is_dir() else []
+    for snapshot in [s for s in kept if s.name != f"step-{step:06d}"][-(keep_last - 1):]:
+        shutil.copytree(snapshot, history / snapshot.name, copy_function=_link_or_copy)
+    shutil.copytree(new, history / f"step-{step:06d}", copy_function=_link_or_copy,
+                    ignore=lambda folder, names: [n for n in names if Path(folder) == new
+                                                  and n in (CHECKPOINTS_DIR, PREVIEWS_DIR)])
+
+
+def save_checkpoint(out: Path, sections: dict[str, tuple[Any, nn.Module | dict | None]], state: dict, step: int,
+                    log: list[dict], settings, extra: dict | None = None,
+                    write_files: Callable[[Path], None] | None = None, keep_last: int = 1) -> None:
+    """`state`: what resuming needs beyond the weights (optimizer, scheduler, EMA, ...)."""
     def files(folder: Path) -> None:
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "settings": asdict(settings), **(extra_state or {})},
+        torch.save({"step": step, "torch_rng": torch.get_rng_state(), "settings": asdict(settings), **state},
                    folder / STATE_FILE)
         (folder / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in log))
         if write_files is not None:
             write_files(folder)
+        _carry_history(out, folder, step, keep_last)
 
     if out.exists() and not is_training_folder(out):
         raise UserError(f"{out}: exists and is not a training folder; refusing to replace it")
     save_model_dir(out, sections, extra=extra, write_files=files)
 
 
-def load_checkpoint(out: Path, optimizer, scheduler, schedule: Callable[[int], float]) -> tuple[int, list[dict], dict]:
-    """Restore optimizer, scheduler and RNG; returns (step, metrics log up to it, the saved state)."""
-    state = torch.load(out / STATE_FILE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+def load_checkpoint(out: Path) -> tuple[int, list[dict], dict]:
+    """Read a checkpoint's state and restore the RNG; returns (step, metrics log up to it, the saved state)."""
+    try:
+        state = torch.load(out / STATE_FILE, weights_only=False, map_location="cpu")
+    except (OSError, RuntimeError, EOFError) as e:
+        raise UserError(f"{out / STATE_FILE}: cannot read the training state ({e})") from None
     torch.set_rng_state(state["torch_rng"])
     step = state["step"]
-    # the schedule follows this run's --steps (a resumed run may be extended), not the saved lr
-    for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
-        group["lr"] = base_lr * schedule(step)
     log = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines() if line.strip()]
     return step, [row for row in log if row["step"] <= step], state

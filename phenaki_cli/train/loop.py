@@ -1,9 +1,14 @@
 """The one training loop that both stages share.
 
 AdamW with warm-up + cosine (torch's LambdaLR), gradient clipping, gradient accumulation,
-optional EMA weights (torch.optim.swa_utils.AveragedModel), checkpoints that resume exactly,
-and a JSONL metrics log. A trainer supplies `micro_step(step, micro)` (the loss of one
-micro-batch and its metrics) and the model directory's sections; the loop does the rest.
+optional EMA weights (torch.optim.swa_utils.AveragedModel), bf16/fp16 autocast, DDP or FSDP
+under torchrun (train/distributed.py), checkpoints that resume exactly and keep the last k,
+previews, a JSONL metrics log and optionally TensorBoard.
+
+A trainer supplies an `Objective` (it holds the model; `objective(batch)` returns the loss
+and a dict of float metrics) and `load_batch(step, part)`: the micro-batch `part` of
+optimizer step `step`, already on the device, or None when it has nothing to learn from
+(e.g. all its files were unreadable). The loop does the rest.
 
 With EMA on, the model directory holds the EMA weights (what sampling should use) and the
 training state holds the raw weights, so a resumed run continues from exactly where it was.
@@ -19,10 +24,14 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from phenaki_cli.errors import UserError
-from phenaki_cli.train.checkpoint import load_checkpoint, save_checkpoint
+from phenaki_cli.train.checkpoint import PREVIEWS_DIR, load_checkpoint, save_checkpoint
+from phenaki_cli.train.distributed import STRATEGIES, Distributed, autocast, no_sync, wrap
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -35,13 +44,46 @@ class LoopSettings:
     accumulate: int = 1  # micro-batches per optimizer step (same global batch with less memory)
     ema_decay: float = 0.0  # 0: no EMA; e.g. 0.999
     save_every: int = 250
+    keep_last: int = 1  # checkpoints kept in checkpoints/step-N (1: only the latest, at the top level)
+    preview_every: int = 0  # steps between preview videos (0: none); made at a checkpoint
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler, CUDA only)
+    strategy: str = "ddp"  # ddp | fsdp, when torchrun starts several processes
+    tensorboard: str = ""  # a folder for TensorBoard event files ("" = none)
     seed: int = 0
 
     def validate(self) -> None:
-        if self.steps < 1 or self.accumulate < 1 or self.save_every < 1:
-            raise UserError("--steps, --accumulate and --save-every must be at least 1")
+        if self.steps < 1 or self.accumulate < 1 or self.save_every < 1 or self.keep_last < 1:
+            raise UserError("--steps, --accumulate, --save-every and --keep-last must be at least 1")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"--ema must lie in [0, 1), got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if self.strategy == "fsdp" and self.ema_decay:
+            raise UserError("--ema is not supported with --strategy fsdp (the EMA copy would not be sharded)")
+
+
+class Objective(nn.Module):
+    """What a trainer optimizes: `loss(batch)` → (loss, float metrics named in `metric_names`).
+
+    The model is a submodule, so DDP / FSDP wrap the objective and see the model's parameters.
+    A None batch (nothing readable) gives a zero loss that still touches every parameter, so a
+    process with nothing to learn can join the other processes' gradient all-reduce."""
+
+    metric_names: tuple[str, ...] = ("loss",)
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def loss(self, batch) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def forward(self, batch) -> tuple[torch.Tensor, dict]:
+        if batch is None:
+            return sum(p.sum() for p in self.model.parameters()) * 0.0, {}
+        return self.loss(batch)
 
 
 def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
@@ -53,67 +95,141 @@ def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def fit(out: Path, model: nn.Module, settings: LoopSettings, resuming: bool,
-        micro_step: Callable[[int, int], tuple[torch.Tensor | None, dict]],
-        sections: Callable[[nn.Module], dict[str, tuple[Any, nn.Module | None]]],
-        extra: dict | None = None, extra_state: dict | None = None,
+def _tensorboard(folder: str):
+    if not folder:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(folder)
+
+
+def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSettings, resuming: bool,
+        load_batch: Callable[[int, int], Any],
+        sections: Callable[[dict[str, torch.Tensor]], dict[str, tuple[Any, nn.Module | dict | None]]],
+        where: Distributed | None = None, extra: dict | None = None, extra_state: dict | None = None,
         write_files: Callable[[Path], None] | None = None,
-        on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """Run optimizer steps up to `settings.steps`. `micro_step` returns (loss, metrics), or
-    (None, metrics) for a micro-batch with nothing to learn from (e.g. all files unreadable)."""
+        preview: Callable[[dict[str, torch.Tensor], Path, int], None] | None = None,
+        extra_metrics: Callable[[], dict] | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """Run optimizer steps up to `settings.steps`; returns the last logged metrics.
+
+    `objective` holds `model` as a submodule; `sections(weights)` names the model directory's
+    parts given the model's state dict; `preview(weights, folder, step)` writes preview files
+    from the model's (full, CPU) state dict; `extra_metrics()` adds to each
+    logged row (e.g. a count of unreadable files)."""
     settings.validate()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.99),
+    where = where or Distributed()
+    model.to(where.device)
+    wrapped = wrap(objective, where, settings.strategy)
+    optimizer = torch.optim.AdamW(wrapped.parameters(), lr=settings.lr, betas=(0.9, 0.99),
                                   weight_decay=settings.weight_decay)
     schedule = cosine_with_warmup(settings.warmup_steps, settings.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True) \
         if settings.ema_decay else None
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
     start_step, log = 0, []
     if resuming:
-        start_step, log, state = load_checkpoint(out, optimizer, scheduler, schedule)
+        start_step, log, state = load_checkpoint(out)
         if "model" in state:  # raw weights when the directory holds EMA weights
             model.load_state_dict(state["model"])
+        if isinstance(next(iter(state["optimizer"]["state"]), 0), int):  # written by optimizer.state_dict()
+            optimizer.load_state_dict(state["optimizer"])
+        else:  # parameter names: any strategy, any number of processes
+            set_state_dict(wrapped, optimizer, model_state_dict={}, optim_state_dict=state["optimizer"],
+                           options=StateDictOptions(full_state_dict=True, strict=False))
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        # the schedule follows this run's --steps (a resumed run may be extended), not the saved lr
+        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base_lr * schedule(start_step)
         if ema is not None:
             if "ema" not in state:
                 raise UserError(f"{out}: this run was trained without EMA; resume it without --ema")
             ema.load_state_dict(state["ema"])
+    board = _tensorboard(settings.tensorboard) if where.is_main else None
 
     def save(step: int) -> None:
-        state = dict(extra_state or {})
+        # collective under FSDP: every process takes part, the main one writes
+        weights, optimizer_state = get_state_dict(wrapped, optimizer, options=full)
+        if not where.is_main:
+            where.barrier()
+            return
+        weights = {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
+        state = dict(extra_state or {}, optimizer=optimizer_state, scheduler=scheduler.state_dict())
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
         if ema is not None:
-            state.update(model=model.state_dict(), ema=ema.state_dict())
-        save_checkpoint(out, sections(ema.module if ema is not None else model), optimizer, scheduler, step, log,
-                        settings, extra=extra, extra_state=state, write_files=write_files)
+            state.update(model=weights, ema=ema.state_dict())
+            weights = ema.module.state_dict()
+        make_preview = preview is not None and settings.preview_every and (
+            step % settings.preview_every == 0 or step == settings.steps)
 
+        def files(folder: Path) -> None:
+            if write_files is not None:
+                write_files(folder)
+            if make_preview:
+                (folder / PREVIEWS_DIR).mkdir(exist_ok=True)
+                preview(weights, folder / PREVIEWS_DIR, step)
+
+        save_checkpoint(out, sections(weights), state, step, log, settings, extra=extra, write_files=files,
+                        keep_last=settings.keep_last)
+        where.barrier()
+
+    parts = where.parts(settings.accumulate)
     started = time.perf_counter()
     for step in range(start_step + 1, settings.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         micro_metrics = []
         learned = False
-        for micro in range(settings.accumulate):
-            loss, metrics = micro_step(step, micro)
+        for micro, part in enumerate(parts):
+            batch = load_batch(step, part)
+            if batch is None and not where.active:
+                micro_metrics.append({})
+                continue
+            last = micro == len(parts) - 1
+            with no_sync(wrapped, last), autocast(where.device, settings.precision):
+                # a process with nothing to learn still joins the gradient all-reduce, with zeros
+                loss, metrics = wrapped(batch)
             micro_metrics.append(metrics)
-            if loss is not None:
-                (loss / settings.accumulate).backward()
+            if batch is not None:
                 learned = True
-        metrics = _mean_metrics(micro_metrics)
-        if learned:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
+            scaled = loss / settings.accumulate
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        metrics = where.mean(_mean_metrics(micro_metrics), objective.metric_names)
+        if where.agree(learned):
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
         scheduler.step()
-        row = {"step": step, **metrics, "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
+        row = {"step": step, **metrics, **(extra_metrics() if extra_metrics else {}), "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         log.append(row)
+        if board is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    board.add_scalar(f"train/{key}", value, step)
         if step % settings.save_every == 0 or step == settings.steps:
             save(step)
-        if on_step is not None:
+        if on_step is not None and where.is_main:
             on_step(step, row)
+    if board is not None:
+        board.close()
     return log[-1] if log else {}
 
 
 def _mean_metrics(rows: list[dict]) -> dict:
     """Average float metrics over micro-batches; other values are taken from the last one."""
+    rows = [r for r in rows if r] or [{}]
     merged = dict(rows[-1])
     for key, value in merged.items():
         values = [r[key] for r in rows if key in r]

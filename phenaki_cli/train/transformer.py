@@ -1,9 +1,10 @@
 """MaskGIT training on pre-encoded token grids.
 
-Clips are encoded once by the frozen tokenizer (`encode_examples`), so a training step runs
-only the transformer: that is what makes training affordable. Batches are drawn by step
-number from a seeded generator, and masks from a generator seeded by the step, so a resumed
-run sees exactly the batches and masks the uninterrupted run would have seen.
+Clips are encoded once by the frozen tokenizer and T5 into shards (data/tokens.py, `phenaki
+data encode`), so a training step runs only the transformer: that is what makes training
+affordable. Batches are drawn by (step, part) from a seeded generator, and masks from a
+generator seeded by it, so a resumed run sees exactly the batches and masks the
+uninterrupted run would have seen, on any number of processes (train/distributed.py).
 
 The output folder is a complete model directory at every checkpoint (tokenizer, transformer,
 text encoder, sampling defaults), so `phenaki story --model DIR` can play it while it trains.
@@ -19,79 +20,16 @@ import numpy as np
 import torch
 
 from phenaki_cli.config import SamplingConfig, TransformerConfig, from_dict
+from phenaki_cli.data.tokens import TokenExamples
 from phenaki_cli.errors import UserError
 from phenaki_cli.modeldir import load_weights, read_config
 from phenaki_cli.pipeline import TEXT_ENCODER_DIR, check_compatible
 from phenaki_cli.text import TextEncoder, pad_embeddings
-from phenaki_cli.tokenizer import CViViT
 from phenaki_cli.train.checkpoint import check_new_run, is_training_folder
-from phenaki_cli.train.loop import LoopSettings, fit
+from phenaki_cli.train.distributed import Distributed
+from phenaki_cli.train.loop import LoopSettings, Objective, fit
 from phenaki_cli.transformer import MaskGIT
-from phenaki_cli.transformer.masking import masked_token_loss
-from phenaki_cli.video_io import frames_to_tensor
-
-EXAMPLES_FORMAT = "phenaki-token-examples-v1"
-
-
-@dataclass
-class TokenExamples:
-    tokens: np.ndarray  # (N, T, h, w) int16 token grids of whole windows
-    prompts: list[str]
-    prefix_steps: np.ndarray  # (N,) time steps at the start that are given (never masked)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def save(self, path: str | Path) -> None:
-        from phenaki_cli.files import atomic_path
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, tokens=self.tokens, prompts=np.array(self.prompts), prefix_steps=self.prefix_steps,
-                                format=EXAMPLES_FORMAT)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TokenExamples":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data.get("format", "")) != EXAMPLES_FORMAT:
-                    raise UserError(f"{path}: not a phenaki token-examples file")
-                return cls(data["tokens"], [str(p) for p in data["prompts"]], data["prefix_steps"])
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{path}: not a readable token-examples file ({e})") from None
-
-
-@torch.inference_mode()
-def encode_examples(tokenizer: CViViT, clips, batch_size: int = 32,
-                    on_batch: Callable[[int], None] | None = None) -> TokenExamples:
-    """Encode (frames, prompt, prime_frames) clips of one length into token examples."""
-    tokens, prompts, prefix = [], [], []
-    batch = []
-
-    def flush() -> None:
-        video = torch.stack([frames_to_tensor(frames) for frames, _, _ in batch])
-        tokens.append(tokenizer.encode(video).to(torch.int16).numpy())
-        for _, prompt, prime in batch:
-            prompts.append(prompt)
-            prefix.append(tokenizer.config.time_steps(prime) if prime else 0)
-        if on_batch is not None:
-            on_batch(len(batch))
-        batch.clear()
-
-    for clip in clips:
-        batch.append(clip)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
-    return TokenExamples(np.concatenate(tokens), prompts, np.array(prefix, dtype=np.int64))
-
-
-def shapes_clips(count: int, frames: int, size: int, prime_frames: int, split: str = "train",
-                 continuation_share: float = 0.5, start: int = 0):
-    from phenaki_cli.data.shapes_sampler import sample_clip
-    for i in range(start, start + count):
-        clip = sample_clip(split, i, frames, size=size, prime_frames=prime_frames,
-                           continuation_share=continuation_share)
-        yield clip.frames, clip.caption, clip.prime_frames
+from phenaki_cli.transformer.masking import TaskMix, masked_token_loss
 
 
 @dataclass
@@ -103,18 +41,57 @@ class TransformerTrainSettings(LoopSettings):
     text_drop: float = 0.1  # share of samples trained without text (classifier-free guidance)
     image_share: float = 0.2  # share of steps that train first-frame tokens only (images), as in the paper
     crop_share: float = 0.25  # share of steps on shorter windows (the first frames only), as stories make them
+    # completion tasks (transformer/masking.py), shares of the samples; plain generation takes the rest
+    predict_share: float = 0.0
+    rewind_share: float = 0.0
+    infill_share: float = 0.0
+    box_share: float = 0.0
+
+    @property
+    def task_mix(self) -> TaskMix:
+        return TaskMix(self.predict_share, self.rewind_share, self.infill_share, self.box_share)
+
+    def validate(self) -> None:
+        super().validate()
+        try:
+            self.task_mix.validate()
+        except ValueError as e:
+            raise UserError(f"--tasks: {e}") from None
+
+
+class MaskedTokenObjective(Objective):
+    """Cross-entropy on the masked tokens (transformer/masking.py)."""
+
+    metric_names = ("loss", "accuracy")
+
+    def __init__(self, model: MaskGIT, text_drop: float, mix: TaskMix):
+        super().__init__(model)
+        self.text_drop, self.mix = text_drop, mix
+
+    def loss(self, batch):
+        tokens, text, text_mask, prefix, seed, image_step = batch
+        generator = torch.Generator().manual_seed(seed)
+        loss, stats = masked_token_loss(self.model, tokens, text, text_mask, prefix, self.text_drop, generator,
+                                          self.mix)
+        return loss, {"loss": loss.item(), "accuracy": stats["accuracy"], "image_step": image_step}
 
 
 def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_encoder: TextEncoder | None,
                       examples: TokenExamples, config: TransformerConfig | None, settings: TransformerTrainSettings,
                       sampling: SamplingConfig | None = None, fps: float = 8.0, resume: bool = False,
-                      on_step: Callable[[int, dict], None] | None = None) -> dict:
+                      on_step: Callable[[int, dict], None] | None = None, images: TokenExamples | None = None,
+                      where: Distributed | None = None, preview_prompt: str | None = None,
+                      init_from: str | Path | None = None) -> dict:
     """Train (or resume training) a MaskGIT on token examples; returns the last logged metrics.
 
-    A resumed run takes its tokenizer, text encoder and configs from `out` (the arguments may be None)."""
+    `images` (first-frame token grids of an image dataset) feed the image steps; without them
+    an image step takes the first frame of video examples. A resumed run takes its tokenizer,
+    text encoder and configs from `out` (the arguments may be None). A new run may start from the
+    transformer weights of `init_from` (fine-tuning; `config` must then be that model's)."""
     from phenaki_cli.modeldir import load_tokenizer
 
     out = Path(out)
+    where = where or Distributed()
     torch.manual_seed(settings.seed)
     resuming = resume and is_training_folder(out)
     if resuming:
@@ -128,36 +105,62 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
         tokenizer, _ = load_tokenizer(tokenizer_dir)
     sampling = sampling or SamplingConfig()
     check_compatible(tokenizer.config, config, sampling, text_encoder.dim, str(out))
-    if examples.tokens.shape[1] > config.max_time_steps or examples.tokens.shape[2:] != (config.grid_size,) * 2:
-        raise UserError(f"token examples are {'×'.join(map(str, examples.tokens.shape[1:]))} grids; the transformer "
-                        f"takes up to {config.max_time_steps}×{config.grid_size}×{config.grid_size}")
-    if int(examples.tokens.max()) >= tokenizer.config.codebook_size:
-        raise UserError(f"token examples hold ids up to {int(examples.tokens.max())}, past the tokenizer's "
-                        f"codebook of {tokenizer.config.codebook_size}: they were made by another tokenizer")
+    for name, data in (("token examples", examples), ("image tokens", images)):
+        if data is None:
+            continue
+        if data.tokens.shape[1] > config.max_time_steps or data.tokens.shape[2:] != (config.grid_size,) * 2:
+            raise UserError(f"{name} are {'×'.join(map(str, data.tokens.shape[1:]))} grids; the transformer "
+                            f"takes up to {config.max_time_steps}×{config.grid_size}×{config.grid_size}")
+        if int(data.tokens.max()) >= tokenizer.config.codebook_size:
+            raise UserError(f"{name} hold ids up to {int(data.tokens.max())}, past the tokenizer's "
+                            f"codebook of {tokenizer.config.codebook_size}: they were made by another tokenizer")
 
     model = MaskGIT(config).train()
     if resuming:
         load_weights(model, out / "transformer.safetensors")
-    embeddings = {prompt: text_encoder.embed(prompt) for prompt in dict.fromkeys(examples.prompts)}
+    elif init_from is not None:
+        load_weights(model, Path(init_from) / "transformer.safetensors")
 
-    def micro_step(step: int, micro: int):
-        rng = np.random.default_rng([settings.seed, step, micro])
-        index = rng.integers(0, len(examples), settings.batch_size)
-        tokens = torch.from_numpy(examples.tokens[index].astype(np.int64))
-        prefix = torch.from_numpy(examples.prefix_steps[index])
-        image_step = bool(rng.random() < settings.image_share)
+    def embedding(prompt: str, store: TokenExamples) -> torch.Tensor:
+        if prompt in store.embeddings:  # pre-computed by `phenaki data encode`
+            return torch.from_numpy(store.embeddings[prompt].astype(np.float32))
+        return text_encoder.embed(prompt)
+
+    def load_batch(step: int, part: int):
+        rng = np.random.default_rng([settings.seed, step, part])
+        image_step = bool(rng.random() < settings.image_share) if images is not None else None
+        store = images if image_step else examples
+        index = rng.integers(0, len(store), settings.batch_size)
+        tokens = torch.from_numpy(store.tokens[index].astype(np.int64))
+        prefix = torch.from_numpy(store.prefix_steps[index])
+        if image_step is None:
+            image_step = bool(rng.random() < settings.image_share)
         if image_step:  # images: the first frame's tokens alone, nothing given
             tokens, prefix = tokens[:, :1], torch.zeros_like(prefix)
         elif rng.random() < settings.crop_share:
             # the causal tokenizer makes the first T' steps of a clip's tokens exactly the tokens of its first frames
             tokens = tokens[:, : int(rng.integers(int(prefix.max()) + 1, tokens.shape[1] + 1))]
-        text, text_mask = pad_embeddings([embeddings[examples.prompts[i]] for i in index])
-        generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        loss, stats = masked_token_loss(model, tokens, text, text_mask, prefix, settings.text_drop, generator)
-        return loss, {"loss": loss.item(), "accuracy": stats["accuracy"], "image_step": image_step}
+        text, text_mask = pad_embeddings([embedding(store.prompts[i], store) for i in index])
+        device = where.device
+        return (tokens.to(device), text.to(device), text_mask.to(device), prefix, int(rng.integers(2 ** 62)),
+                image_step)
 
-    return fit(out, model, settings, resuming, micro_step,
+    prompt = preview_prompt or (examples.prompts[0] if len(examples) else "")
+
+    def preview(weights: dict, folder: Path, step: int) -> None:
+        from phenaki_cli.pipeline import Phenaki
+        from phenaki_cli.video_io import write_video
+
+        snapshot = MaskGIT(config)
+        snapshot.load_state_dict(weights)
+        pipe = Phenaki(tokenizer, snapshot, text_encoder, sampling, fps)
+        frames = np.concatenate([new for _, new in pipe.generate([(prompt, sampling.window_frames)], seed=0)])
+        write_video(folder / f"step-{step:06d}.mp4", frames, fps)
+        (folder / f"step-{step:06d}.txt").write_text(prompt + "\n")
+
+    return fit(out, model, MaskedTokenObjective(model, settings.text_drop, settings.task_mix), settings, resuming, load_batch,
                sections=lambda weights: {"tokenizer": (tokenizer.config, tokenizer), "transformer": (config, weights),
                                          "sampling": (sampling, None)},
-               extra={"fps": fps, "text_encoder": TEXT_ENCODER_DIR},
-               write_files=lambda folder: text_encoder.save(folder / TEXT_ENCODER_DIR), on_step=on_step)
+               where=where, extra={"fps": fps, "text_encoder": TEXT_ENCODER_DIR},
+               write_files=lambda folder: text_encoder.save(folder / TEXT_ENCODER_DIR), preview=preview,
+               on_step=on_step)

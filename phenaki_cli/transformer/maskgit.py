@@ -68,7 +68,9 @@ class MaskGIT(nn.Module):
                             f"{self.config.text_dim} (text encoder and transformer do not match)")
         if text_mask is None:
             text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
-        if drop is not None and bool(drop.any()):
+        if drop is not None:  # even when no row drops: the null vector stays in the graph (DDP needs every
+            # parameter to take part in every step)
+            drop = drop.to(text.device)
             null = torch.zeros_like(text)
             null[:, 0] = self.null_text.to(text)
             null_mask = torch.zeros_like(text_mask)

@@ -1,18 +1,48 @@
 """The MaskGIT training objective: mask a cosine-scheduled share of the tokens, predict them.
 
-A frozen prefix of time steps (the tokens of earlier frames) is never masked, so the model
-learns continuation directly: at story time the re-encoded last K frames are exactly such
-a prefix (the tokenizer is causal, so their tokens do not depend on what follows).
+Which tokens may be masked depends on the task a sample trains (one model learns them all):
+
+- generate: everything after the clip's given prefix (continuation clips give their first
+  K frames: at story time the re-encoded last K frames are exactly such a prefix, because
+  the tokenizer is causal);
+- predict / rewind / infill (MMVG): the first, the last, or the first and last time steps
+  are given, the span between them is to be filled;
+- box (in/outpainting): everything outside a rectangle of token positions is given.
+
+Given tokens are never masked; among the others a cosine-drawn share is.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from phenaki_cli.transformer.maskgit import MaskGIT
+
+TASKS = ("generate", "predict", "rewind", "infill", "box")
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    """Shares of the completion tasks per sample; plain generation takes the rest."""
+
+    predict: float = 0.0
+    rewind: float = 0.0
+    infill: float = 0.0
+    box: float = 0.0
+
+    def validate(self) -> None:
+        shares = [self.predict, self.rewind, self.infill, self.box]
+        if any(s < 0 for s in shares) or sum(shares) > 1:
+            raise ValueError(f"task shares must be >= 0 and sum to at most 1, got {shares}")
+
+    def draw(self, count: int, generator: torch.Generator | None) -> list[str]:
+        cumulative = torch.tensor([self.predict, self.rewind, self.infill, self.box]).cumsum(0)
+        picks = torch.searchsorted(cumulative, torch.rand(count, generator=generator), right=True)
+        return [TASKS[1 + int(i)] if i < 4 else "generate" for i in picks]
 
 
 def cosine_schedule(r: torch.Tensor) -> torch.Tensor:
@@ -20,28 +50,76 @@ def cosine_schedule(r: torch.Tensor) -> torch.Tensor:
     return torch.cos(math.pi / 2 * r)
 
 
-def random_mask(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """(b, T, h, w) bool, True = masked. Per sample, a cosine-drawn share (at least one token)
-    of the positions after `prefix_steps` time steps."""
+def _uniform(low: int, high: int, generator: torch.Generator | None) -> int:
+    """An integer in [low, high]."""
+    return low + int(torch.randint(high - low + 1, (1,), generator=generator))
+
+
+def task_given(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor, tasks: list[str],
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """(b, T, h, w) bool, True = given (never masked), for each sample's task."""
     b, t, h, w = shape
-    time_index = torch.arange(t)[None, :, None, None].expand(b, t, h, w)
-    maskable = (time_index >= prefix_steps[:, None, None, None]).reshape(b, -1)
+    time_index = torch.arange(t)[:, None, None].expand(t, h, w)
+    given = torch.zeros(shape, dtype=torch.bool)
+    for i, task in enumerate(tasks):
+        # the clip's own prefix stays given in every task (its caption describes what follows it);
+        # the spans of predict / rewind / infill lie after it, each leaving at least one step to fill
+        prefix = int(prefix_steps[i])
+        before = time_index < prefix
+        first = max(prefix, 1)  # the earliest step a span may start at
+        room = {"predict": 1, "rewind": 2 if prefix else 1, "infill": 2}  # steps from `first` the task needs
+        if task in ("rewind", "infill") and t - first < room[task]:
+            task = "predict"
+        if task == "predict" and t - first < room[task]:
+            task = "generate"
+        if task == "generate":
+            given[i] = before
+        elif task == "predict":  # the first k steps given
+            given[i] = time_index < _uniform(first, t - 1, generator)
+        elif task == "rewind":  # the last steps from k on given
+            given[i] = before | (time_index >= _uniform(prefix + 1, t - 1, generator))
+        elif task == "infill":  # head and tail given
+            head = _uniform(first, t - 2, generator)
+            given[i] = (time_index < head) | (time_index >= _uniform(head + 1, t - 1, generator))
+        elif task == "box":
+            rows, cols = _uniform(1, h, generator), _uniform(1, w, generator)
+            top, left = _uniform(0, h - rows, generator), _uniform(0, w - cols, generator)
+            inside = torch.zeros(h, w, dtype=torch.bool)
+            inside[top:top + rows, left:left + cols] = True
+            given[i] = before | ~inside[None]
+        else:
+            raise ValueError(f"unknown task {task!r}")
+    return given
+
+
+def mask_among(given: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(b, T, h, w) bool, True = masked: per sample a cosine-drawn share (at least one token)
+    of the positions that are not given."""
+    b = given.shape[0]
+    maskable = ~given.reshape(b, -1)
     available = maskable.sum(-1)
     ratio = cosine_schedule(torch.rand(b, generator=generator))
-    count = torch.clamp((ratio * available).ceil().long(), min=1)
-    count = torch.minimum(count, available)
-    scores = torch.rand(b, t * h * w, generator=generator).masked_fill(~maskable, 2.0)
+    count = torch.minimum(torch.clamp((ratio * available).ceil().long(), min=1), available)
+    scores = torch.rand(maskable.shape, generator=generator).masked_fill(~maskable, 2.0)
     ranks = scores.argsort(-1).argsort(-1)
-    return (ranks < count[:, None]).reshape(b, t, h, w)
+    return (ranks < count[:, None]).reshape(given.shape)
+
+
+def random_mask(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Plain generation's mask: a cosine-drawn share of the positions after `prefix_steps`."""
+    return mask_among(task_given(shape, prefix_steps, ["generate"] * shape[0], generator), generator)
 
 
 def masked_token_loss(model: MaskGIT, tokens: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                       prefix_steps: torch.Tensor, text_drop: float = 0.1,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+                      generator: torch.Generator | None = None, mix: TaskMix | None = None) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on the masked tokens of (b, T, h, w) grids; the text of a `text_drop`
     share of the samples is replaced by the null context (for classifier-free guidance)."""
-    mask = random_mask(tuple(tokens.shape), prefix_steps, generator)
+    # drawn on the CPU from the step's generator (reproducible on any device), then moved
+    tasks = (mix or TaskMix()).draw(tokens.shape[0], generator)
+    given = task_given(tuple(tokens.shape), prefix_steps.cpu(), tasks, generator)
+    mask = mask_among(given, generator).to(tokens.device)
     drop = torch.rand(tokens.shape[0], generator=generator) < text_drop
     context = model.prepare(text, text_mask, tokens.shape[1], drop=drop)
     logits = model(tokens.masked_fill(mask, model.config.mask_id), context)

@@ -1,0 +1,176 @@
+"""Commands that work on an existing video: `complete`, `inpaint`, `edit` (and `generate --image-end`).
+
+The method (what is given, how causality is handled) is in completion.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import typer
+
+from phenaki_cli.cli import (GuidanceOption, JsonOption, ModelOption, OverwriteOption, QuietOption, SeedOption,
+                             StepsOption, TemperatureOption, TextEncoderOption, _say, _setup, app)
+from phenaki_cli.errors import UserError
+
+IterationsOption = typer.Option(None, "--iterations", help="Re-encode rounds when known frames or pixels come after "
+                                                           "or beside unknown ones (default 3; 1 when only the head "
+                                                           "is known).")
+FramesOption = typer.Option(None, "--frames", help="Frames of the output (1 + t·n, one window; default: the "
+                                                   "model's window).")
+
+
+def _load(model: Path, text_encoder: Optional[str], steps, guidance, temperature):
+    from phenaki_cli.pipeline import Phenaki
+
+    _setup()
+    phenaki = Phenaki.from_pretrained(model, text_encoder)
+    return phenaki, phenaki.settings(steps=steps, guidance=guidance, temperature=temperature)
+
+
+def _read(path: Path, phenaki, trim: bool = True) -> np.ndarray:
+    """A video at the model's size and fps; trimmed to 1 + t·n frames when `trim` (documented policy)."""
+    from phenaki_cli.config import valid_frame_count
+    from phenaki_cli.video_io import read_video
+
+    frames = read_video(path, fps=phenaki.fps, size=phenaki.tokenizer.config.image_size).frames
+    return frames[:valid_frame_count(len(frames), phenaki.tokenizer.config.temporal_patch_size)] if trim else frames
+
+
+def _write(output: Path, chunks: Iterator[np.ndarray], fps: float, report: dict, as_json: bool, quiet: bool) -> None:
+    """Stream the frames to `output` atomically, then report (JSON on stdout with --json)."""
+    from phenaki_cli.video_io import VideoWriter
+
+    started, count = time.perf_counter(), 0
+    with VideoWriter(output, fps) as writer:
+        for frames in chunks:
+            writer.write(frames)
+            count += len(frames)
+    report = {"output": str(output), "frames": count, **report, "seconds": round(time.perf_counter() - started, 3)}
+    if as_json:
+        print(json.dumps(report))
+    else:
+        _say(quiet, f"wrote {output} ({count} frames, {report['seconds']:.1f} s)")
+
+
+def _window_frames(phenaki, settings, frames: Optional[int]) -> int:
+    from phenaki_cli.config import check_frame_count
+
+    total = settings.window_frames if frames is None else frames
+    check_frame_count(total, phenaki.tokenizer.config.temporal_patch_size)
+    longest = phenaki.tokenizer.config.frames_for(phenaki.transformer.config.max_time_steps)
+    if total > longest:
+        raise UserError(f"--frames {total}: one window of this model holds at most {longest} frames")
+    return total
+
+
+@app.command()
+def complete(video: Path = typer.Argument(..., help="The video whose frames are kept."),
+             prompt: str = typer.Argument(..., help="What happens in the frames to fill."),
+             output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
+             mode: str = typer.Option("predict", "--mode", help="predict (keep the first N frames), rewind (the "
+                                                                "last N), infill (first N and last N)."),
+             given: int = typer.Option(5, "--given", help="N: frames of VIDEO kept at each given end."),
+             frames: Optional[int] = FramesOption, iterations: Optional[int] = IterationsOption,
+             model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
+             steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
+             temperature: Optional[float] = TemperatureOption, overwrite: bool = OverwriteOption,
+             as_json: bool = JsonOption, quiet: bool = QuietOption):
+    """Complete a video forward, backward or between its ends under a prompt; kept frames stay exact."""
+    from phenaki_cli.completion import completion_frames, fill
+    from phenaki_cli.files import check_output
+
+    check_output(output, overwrite)
+    phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
+    total = _window_frames(phenaki, settings, frames)
+    source, known = completion_frames(_read(video, phenaki, trim=False), mode, given, total)
+    result = fill(phenaki, source, known, prompt, settings, seed, iterations)
+    _write(output, iter([result.frames]), phenaki.fps, {"mode": mode, "given": given, "prompt": prompt, "seed": seed},
+           as_json, quiet)
+
+
+@app.command()
+def inpaint(video: Path = typer.Argument(..., help="The video to change inside a region."),
+            prompt: str = typer.Argument(..., help="What the region should show."),
+            output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
+            box: Optional[str] = typer.Option(None, "--box", help="x0,y0,x1,y1 in pixels of the model's frame."),
+            mask: Optional[Path] = typer.Option(None, "--mask", help="A mask image of the model's size: white = "
+                                                                     "generate."),
+            outside: bool = typer.Option(False, "--outside", help="Outpaint: keep the box, generate around it."),
+            iterations: Optional[int] = IterationsOption, model: Path = ModelOption,
+            text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
+            steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
+            temperature: Optional[float] = TemperatureOption, overwrite: bool = OverwriteOption,
+            as_json: bool = JsonOption, quiet: bool = QuietOption):
+    """Regenerate a region of every frame (in- or outpainting); pixels outside it stay exact."""
+    from phenaki_cli.completion import inpaint_window, parse_box, process_windows, region_mask
+    from phenaki_cli.files import check_output
+    from phenaki_cli.video_io import read_video
+
+    check_output(output, overwrite)
+    if (box is None) == (mask is None):
+        raise UserError("give the region as --box x0,y0,x1,y1 or --mask mask.png (one of them)")
+    phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
+    size = phenaki.tokenizer.config.image_size
+    if box is not None:
+        region = region_mask(size, box=parse_box(box, size), where=f"--box {box}")
+    else:
+        region = region_mask(size, mask=read_video(mask).frames[0], where=str(mask))
+    region = ~region if outside else region
+    if region.all():
+        raise UserError("the region covers the whole frame: nothing is kept (use `generate`)")
+    frames = _read(video, phenaki)
+    chunks = process_windows(frames, settings, lambda window, carried: inpaint_window(
+        phenaki, window, region, prompt, carried, settings, seed, iterations))
+    _write(output, chunks, phenaki.fps,
+           {"region_pixels": int(region.sum()), "prompt": prompt, "seed": seed}, as_json, quiet)
+
+
+@app.command()
+def edit(video: Path = typer.Argument(..., help="The video to edit."),
+         prompt: str = typer.Argument(..., help="The video as it should be, e.g. 'the red circle turns blue'."),
+         output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
+         strength: float = typer.Option(0.5, "--strength", help="Share of tokens re-sampled, 0..1 (those the prompt "
+                                                                "finds least likely)."),
+         model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
+         steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
+         temperature: Optional[float] = TemperatureOption, overwrite: bool = OverwriteOption,
+         as_json: bool = JsonOption, quiet: bool = QuietOption):
+    """Edit a video by instruction, window by window with the previous window's last frames kept."""
+    from phenaki_cli.completion import edit_window, process_windows
+    from phenaki_cli.files import check_output
+
+    check_output(output, overwrite)
+    if not 0 < strength <= 1:
+        raise UserError(f"--strength must lie in (0, 1], got {strength:g}")
+    phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
+    frames = _read(video, phenaki)
+    chunks = process_windows(frames, settings, lambda window, carried: edit_window(
+        phenaki, window, prompt, carried, strength, settings, seed))
+    _write(output, chunks, phenaki.fps, {"strength": strength, "prompt": prompt, "seed": seed}, as_json, quiet)
+
+
+def generate_between(prompt: str, output: Path, start: Optional[Path], end: Path, seconds: float, model: Path,
+                     text_encoder: Optional[str], seed: int, steps, guidance, temperature, as_json: bool,
+                     quiet: bool) -> None:
+    """`generate --image-end`: a scene that ends on a given frame (and starts on one with --image)."""
+    from phenaki_cli.completion import fill
+    from phenaki_cli.video_io import read_video
+
+    phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
+    t = phenaki.tokenizer.config.temporal_patch_size
+    total = _window_frames(phenaki, settings, 1 + max(1, round((seconds * phenaki.fps - 1) / t)) * t)
+    size = phenaki.tokenizer.config.image_size
+    source = np.zeros((total, size, size, 3), dtype=np.uint8)
+    known = np.zeros((total, size, size), dtype=bool)
+    source[-1], known[-1] = read_video(end, size=size).frames[0], True
+    if start is not None:
+        source[0], known[0] = read_video(start, size=size).frames[0], True
+    result = fill(phenaki, source, known, prompt, settings, seed)
+    _write(output, iter([result.frames]), phenaki.fps, {"prompt": prompt, "seed": seed, "end_image": str(end)},
+           as_json, quiet)
+

@@ -1,0 +1,307 @@
+"""Training commands: `train-tokenizer`, `train`, `data encode`, `export`.
+
+Each works in one process or under torchrun (`torchrun --nproc-per-node N -m phenaki_cli
+train …`): only process 0 prints and writes; all processes train.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from phenaki_cli.cli import OverwriteOption, QuietOption, _say, _setup, app, data_app, err
+from phenaki_cli.errors import UserError
+
+AccumulateOption = typer.Option(1, "--accumulate", help="Micro-batches per optimizer step (gradient accumulation).")
+EmaOption = typer.Option(0.0, "--ema", help="EMA decay of the weights the model directory holds (0: off; e.g. 0.999).")
+KeepOption = typer.Option(1, "--keep-last", help="Checkpoints to keep in OUTPUT/checkpoints/ (1: only the latest).")
+PreviewOption = typer.Option(500, "--preview-every", help="Steps between preview videos in OUTPUT/previews/ (0: none).")
+PrecisionOption = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; fp16 on CUDA only).")
+StrategyOption = typer.Option("ddp", "--strategy", help="Under torchrun: ddp, or fsdp to shard the model.")
+TensorboardOption = typer.Option(None, "--tensorboard", help="Also log to TensorBoard event files in this folder.")
+DeviceOption = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available).")
+ResumeOption = typer.Option(False, "--resume", help="Continue from the checkpoint in --output.")
+WorkersOption = typer.Option(0, "--workers", help="DataLoader worker processes for decoding videos.")
+
+
+def _loop_settings(cls, **values):
+    values["tensorboard"] = str(values["tensorboard"] or "")
+    values["warmup_steps"] = min(values.pop("warmup_cap"), max(1, values["steps"] // 10))
+    return cls(**values)
+
+
+def _task_shares(text: str) -> dict[str, float]:
+    """'predict=0.1,box=0.2' → {'predict_share': 0.1, 'box_share': 0.2}."""
+    from phenaki_cli.transformer.masking import TASKS
+
+    shares = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in TASKS[1:]:
+            raise UserError(f"--tasks {item!r}: tasks are {', '.join(TASKS[1:])}")
+        try:
+            shares[f"{name}_share"] = float(value)
+        except ValueError:
+            raise UserError(f"--tasks {item!r}: the share must be a number, e.g. {name}=0.1") from None
+    return shares
+
+
+def _progress(quiet: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err, disable=quiet)
+
+
+def _throughput(clips_per_step: int):
+    """'N clips/s' over this run so far (a resumed run counts from where it resumed)."""
+    first: list[int] = []
+
+    def rate(step: int, row: dict) -> str:
+        first[:] = first or [step - 1]
+        seconds = row.get("seconds", 0.0)
+        return f"{(step - first[0]) * clips_per_step / seconds:.1f} clips/s" if seconds else ""
+    return rate
+
+
+@app.command("train-tokenizer")
+def train_tokenizer_command(
+        data: str = typer.Argument(..., help="'shapes' (Shapes World, streamed) or a dataset folder."),
+        output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
+        preset: str = typer.Option("shapes", help="Tokenizer size: reference | shapes | tiny | paper."),
+        config: Optional[Path] = typer.Option(None, help="A JSON file of tokenizer config fields (overrides --preset)."),
+        steps: int = typer.Option(2000), batch_size: int = typer.Option(8, help="Clips per micro-batch per process."),
+        frames: int = typer.Option(17), fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
+        lr: float = typer.Option(3e-4), save_every: int = typer.Option(250), seed: int = typer.Option(0),
+        workers: int = WorkersOption, accumulate: int = AccumulateOption, ema: float = EmaOption,
+        keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
+        strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,
+        device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption):
+    """Train the C-ViViT tokenizer; checkpoints in --output resume exactly."""
+    from phenaki_cli.config import TOKENIZER_PRESETS, TokenizerConfig, check_frame_count, from_dict
+    from phenaki_cli.train.distributed import Distributed
+    from phenaki_cli.train.tokenizer import TrainSettings, train_tokenizer
+
+    _setup()
+    if config is not None:
+        try:
+            cfg = from_dict(TokenizerConfig, json.loads(config.read_text()), str(config))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{config}: cannot read a JSON config ({e})") from None
+    elif preset in TOKENIZER_PRESETS:
+        cfg = TOKENIZER_PRESETS[preset]
+    else:
+        raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
+    check_frame_count(frames, cfg.temporal_patch_size)
+    settings = _loop_settings(TrainSettings, steps=steps, batch_size=batch_size, frames=frames, fps=fps, lr=lr,
+                              save_every=save_every, seed=seed, workers=workers, warmup_cap=100,
+                              accumulate=accumulate, ema_decay=ema, keep_last=keep_last, preview_every=preview_every,
+                              precision=precision, strategy=strategy, tensorboard=tensorboard)
+    settings.validate()
+    where = Distributed.from_env(device)
+    quiet = quiet or not where.is_main
+    try:
+        with _progress(quiet) as progress:
+            task = progress.add_task("train-tokenizer", total=steps, status="")
+            rate = _throughput(batch_size * accumulate * where.world)
+
+            def on_step(step: int, row: dict) -> None:
+                progress.update(task, completed=step, status=f"loss {row.get('loss', float('nan')):.4f} "
+                                f"PSNR {row.get('psnr', float('nan')):.1f} dB codes {row.get('codes_used', 0):.0%} "
+                                f"{rate(step, row)}")
+            last = train_tokenizer(data, output, cfg, settings, resume=resume, on_step=on_step, where=where)
+    finally:
+        where.close()
+    _say(quiet, f"wrote {output}: step {last.get('step', steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
+                + (f", skipped {last['skipped_files']} unreadable files" if last.get("skipped_files") else ""))
+
+
+def _load_shards(data: str, shards: Path, tokenizer, text_encoder: Optional[str], frames: int, prime_frames: int,
+                 clips: Optional[int], images: bool, fps: float, seed: int, workers: int, where, progress):
+    """A shard folder as is, or 'shapes' / a dataset folder encoded into `shards` first (by process 0)."""
+    from phenaki_cli.data.encode import encode_dataset
+    from phenaki_cli.data.tokens import is_shard_folder, load_shards, tokenizer_fingerprint
+    from phenaki_cli.text import TextEncoder
+
+    if is_shard_folder(data):
+        shards = Path(data)
+    elif not is_shard_folder(shards):
+        if where.is_main:
+            task = progress.add_task(f"encode {'images' if images else 'clips'}", total=None, status="")
+            encode_dataset(data, shards, tokenizer, TextEncoder.load(text_encoder) if text_encoder else None,
+                           frames, prime_frames, clips, images, fps, seed, workers,
+                           on_total=lambda n: progress.update(task, total=n),
+                           on_batch=lambda n: progress.advance(task, n))
+        where.barrier()
+    index, examples = load_shards(shards)
+    if index.tokenizer_fingerprint != tokenizer_fingerprint(tokenizer):
+        raise UserError(f"{shards}: these tokens were made by another tokenizer (fingerprint "
+                        f"{index.tokenizer_fingerprint}); encode the data again with this one")
+    if index.skipped and where.is_main:
+        err.print(f"note: {shards}: {index.skipped} unreadable or too-short files were skipped when encoding")
+    return shards, index, examples
+
+
+@app.command("train")
+def train_command(
+        data: str = typer.Argument(..., help="Token shards (`phenaki data encode`), a dataset folder, or 'shapes'."),
+        output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
+        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model directory of a trained tokenizer."),
+        text_encoder: Optional[str] = typer.Option(
+            None, "--text-encoder", help="T5 directory or hub id used when encoding DATA here (default: build a "
+                                         "small one from the captions)."),
+        images: Optional[str] = typer.Option(None, "--images", help="Image shards or an image folder (img + txt) "
+                                                                   "for the image steps."),
+        image_share: float = typer.Option(0.2, "--image-share", help="Share of steps on images (paper: 0.2)."),
+        tasks: str = typer.Option("", "--tasks", help="Completion-task shares of the samples, e.g. predict=0.1,"
+                                                    "rewind=0.1,infill=0.1,box=0.1 (the rest: plain generation)."),
+        preset: str = typer.Option("shapes", help="Transformer size: reference | shapes | tiny | paper."),
+        init_from: Optional[Path] = typer.Option(
+            None, "--init-from", help="Start from this model directory's transformer (fine-tuning; its size, not "
+                                      "--preset)."),
+        clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
+        frames: int = typer.Option(17, help="Frames per clip: one window (1 + t·n)."),
+        prime_frames: int = typer.Option(5, "--prime-frames", help="Frames given at the start of continuation clips."),
+        fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
+        steps: int = typer.Option(5000), batch_size: int = typer.Option(16, help="Clips per micro-batch per process."),
+        lr: float = typer.Option(3e-4), save_every: int = typer.Option(250), seed: int = typer.Option(0),
+        workers: int = WorkersOption, accumulate: int = AccumulateOption, ema: float = EmaOption,
+        keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
+        strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,
+        device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption):
+    """Train the MaskGIT transformer on token shards; checkpoints in --output resume exactly.
+
+    DATA that is not yet encoded is encoded once into OUTPUT.tokens/ (images into OUTPUT.images/)."""
+    from dataclasses import replace
+
+    from phenaki_cli.config import TRANSFORMER_PRESETS, SamplingConfig, TransformerConfig, check_frame_count, from_dict
+    from phenaki_cli.data.tokens import TEXT_ENCODER_DIR, text_encoder_fingerprint
+    from phenaki_cli.modeldir import load_tokenizer, read_config, section
+    from phenaki_cli.text import TextEncoder
+    from phenaki_cli.train.checkpoint import is_training_folder
+    from phenaki_cli.train.distributed import Distributed
+    from phenaki_cli.train.transformer import TransformerTrainSettings, train_transformer
+
+    _setup()
+    if preset not in TRANSFORMER_PRESETS:
+        raise UserError(f"--preset {preset!r}: choose one of {', '.join(TRANSFORMER_PRESETS)}")
+    if not 0 <= image_share <= 1:
+        raise UserError(f"--image-share must lie in [0, 1], got {image_share}")
+    resuming = resume and is_training_folder(output)
+    if not resuming and tokenizer is None:
+        raise UserError("--tokenizer DIR is required for a new run (a model directory with a trained tokenizer)")
+    tok, _ = load_tokenizer(output if resuming else tokenizer)
+    check_frame_count(frames, tok.config.temporal_patch_size)
+    settings = _loop_settings(TransformerTrainSettings, steps=steps, batch_size=batch_size, lr=lr,
+                              save_every=save_every, seed=seed, warmup_cap=200, accumulate=accumulate, ema_decay=ema,
+                              image_share=image_share, **_task_shares(tasks), keep_last=keep_last,
+                              preview_every=preview_every, precision=precision, strategy=strategy,
+                              tensorboard=tensorboard)
+    settings.validate()
+    where = Distributed.from_env(device)
+    quiet = quiet or not where.is_main
+    try:
+        with _progress(quiet) as progress:
+            shards, index, examples = _load_shards(
+                data, output.with_name(output.name + ".tokens"), tok, text_encoder, frames, prime_frames, clips,
+                False, fps, seed, workers, where, progress)
+            image_examples = None
+            if images is not None:  # embedded by the same T5 as the videos
+                _, image_index, image_examples = _load_shards(
+                    images, output.with_name(output.name + ".images"), tok, text_encoder or str(shards / TEXT_ENCODER_DIR),
+                    1, 0, None, True, fps, seed, workers, where, progress)
+                if image_index.text_encoder_fingerprint != index.text_encoder_fingerprint:
+                    raise UserError(f"{images}: its text embeddings come from another text encoder than {shards}'s")
+            # the model's text encoder is the one whose embeddings the shards hold
+            encoder = TextEncoder.load(output / TEXT_ENCODER_DIR if resuming else shards / TEXT_ENCODER_DIR)
+            if text_encoder_fingerprint(encoder) != index.text_encoder_fingerprint:
+                raise UserError(f"{shards}: its text embeddings come from another text encoder than {output}'s")
+            if resuming:  # a resumed run reads its config from --output
+                config = None
+            elif init_from is not None:
+                if text_encoder_fingerprint(TextEncoder.load(init_from / TEXT_ENCODER_DIR)) != \
+                        index.text_encoder_fingerprint:
+                    raise UserError(f"--init-from {init_from}: its transformer reads another text encoder than the "
+                                    f"shards hold; encode with --text-encoder {init_from / TEXT_ENCODER_DIR}")
+                config = from_dict(TransformerConfig, section(read_config(init_from), "transformer", init_from),
+                                   f"{init_from / 'config.json'} [transformer]")
+            else:
+                config = replace(TRANSFORMER_PRESETS[preset], vocab_size=tok.config.codebook_size,
+                                 grid_size=tok.config.grid_size, max_time_steps=tok.config.time_steps(frames),
+                                 text_dim=encoder.dim)
+            sampling = SamplingConfig(window_frames=frames, prime_frames=prime_frames)
+            task = progress.add_task("train", total=steps, status="")
+            rate = _throughput(batch_size * accumulate * where.world)
+
+            def on_step(step: int, row: dict) -> None:
+                progress.update(task, completed=step, status=f"loss {row.get('loss', float('nan')):.3f} "
+                                f"acc {row.get('accuracy', float('nan')):.2f} {rate(step, row)}")
+
+            last = train_transformer(output, tokenizer, encoder, examples, config, settings, sampling, fps=fps,
+                                     resume=resume, on_step=on_step, images=image_examples, where=where,
+                                     init_from=None if resuming else init_from)
+    finally:
+        where.close()
+    _say(quiet, f"wrote {output}: step {last.get('step', steps)}, loss {last.get('loss', float('nan')):.3f}")
+
+
+@data_app.command("encode")
+def data_encode(
+        data: str = typer.Argument(..., help="'shapes', a video folder, or an image folder (--images)."),
+        output: Path = typer.Option(..., "--output", "-o", help="Shard folder to write."),
+        tokenizer: Path = typer.Option(..., "--tokenizer", help="Model directory with the trained tokenizer."),
+        text_encoder: Optional[str] = typer.Option(
+            None, "--text-encoder", help="T5 directory or hub id (default: build a small one from the captions)."),
+        frames: int = typer.Option(17, help="Frames per clip (1 + t·n); images are 1 frame."),
+        prime_frames: int = typer.Option(5, "--prime-frames", help="Shapes World: frames given in continuation clips."),
+        clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
+        images: bool = typer.Option(False, "--images", help="DATA is an image folder (LAION-style img + txt)."),
+        fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
+        shard_size: int = typer.Option(4096, "--shard-size", help="Clips per shard file."),
+        seed: int = typer.Option(0), workers: int = WorkersOption, device: Optional[str] = DeviceOption,
+        overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Pre-tokenize a dataset into shards (video tokens + T5 embeddings) for `phenaki train`."""
+    from phenaki_cli.data.encode import encode_dataset
+    from phenaki_cli.files import check_output
+    from phenaki_cli.modeldir import load_tokenizer
+    from phenaki_cli.text import TextEncoder
+    from phenaki_cli.train.distributed import Distributed
+
+    _setup()
+    check_output(output, overwrite)
+    if shard_size < 1:
+        raise UserError(f"--shard-size must be at least 1, got {shard_size}")
+    tok, _ = load_tokenizer(tokenizer)
+    tok.to(Distributed.from_env(device).device)
+    encoder = TextEncoder.load(text_encoder) if text_encoder else None
+    with _progress(quiet) as progress:
+        task = progress.add_task("encode", total=None, status="")
+        index = encode_dataset(data, output, tok, encoder, 1 if images else frames, prime_frames, clips, images,
+                               fps, seed, workers, shard_size, on_total=lambda n: progress.update(task, total=n),
+                               on_batch=lambda n: progress.advance(task, n))
+    _say(quiet, f"wrote {output}: {index.examples} {index.kind} clips in {len(index.shards)} shards"
+                + (f", skipped {index.skipped} unreadable or too-short files" if index.skipped else ""))
+
+
+@app.command("export")
+def export_command(source: Path = typer.Argument(..., help="A training folder (or any full model directory)."),
+                   output: Path = typer.Option(..., "--output", "-o", help="Model directory to write."),
+                   fp16: bool = typer.Option(True, "--fp16/--fp32", help="Store weights in fp16 (loads as fp32)."),
+                   card: Optional[Path] = typer.Option(None, "--card", help="A MODEL_CARD.md to include."),
+                   overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Write a clean model directory for shipping: weights, text encoder, card; no training state."""
+    import torch
+
+    from phenaki_cli.files import check_output
+    from phenaki_cli.pipeline import Phenaki
+
+    check_output(output, overwrite)
+    if card is not None and not card.is_file():
+        raise UserError(f"{card}: model card not found")
+    model = Phenaki.from_pretrained(source)
+    model.save_pretrained(output, dtype=torch.float16 if fp16 else None,
+                          model_card=card.read_text() if card is not None else None)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    _say(quiet, f"wrote {output} ({size / 1e6:.1f} MB)")

@@ -1,0 +1,140 @@
+"""Completion tasks: training masks per task, and complete / inpaint / edit / --image-end on a tiny model."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import build_tiny_phenaki, run_cli
+from phenaki_cli.completion import (completion_frames, edit_window, fill, given_tokens, process_windows,
+                                    window_spans)
+from phenaki_cli.transformer.masking import TaskMix, mask_among, task_given
+from phenaki_cli.video_io import read_video, write_png, write_video
+
+
+def test_each_task_gives_the_right_tokens_and_masks_only_the_rest():
+    generator = torch.Generator().manual_seed(0)
+    t, h, w = 5, 4, 4
+    for task in ("generate", "predict", "rewind", "infill", "box"):
+        for prefix in (0, 2):
+            for _ in range(10):
+                given = task_given((1, t, h, w), torch.tensor([prefix]), [task], generator)[0]
+                per_step = given.reshape(t, -1)
+                assert per_step[:prefix].all()  # a clip's own prefix is given in every task
+                if task == "predict":  # a given head, then nothing
+                    head = int(per_step.all(-1).sum())
+                    assert per_step[:head].all() and not per_step[head:].any() and 1 <= head < t
+                if task == "rewind":  # after the prefix: a gap, then a given tail to the end
+                    after = per_step.all(-1)[prefix:].tolist()
+                    gap = after.index(True)
+                    assert gap >= 1 and all(after[gap:]) and not any(after[:gap])
+                if task == "infill":
+                    assert per_step[0].all() and per_step[-1].all() and not per_step.all()
+                if task == "box":  # the same rectangle missing in every step after the prefix
+                    holes = ~given[prefix:]
+                    assert holes.any() and (holes == holes[:1]).all()
+                mask = mask_among(given[None], generator)[0]
+                assert mask.any() and not (mask & given).any()
+    assert set(TaskMix(0.25, 0.25, 0.25, 0.25).draw(200, generator)) == {"predict", "rewind", "infill", "box"}
+    assert set(TaskMix().draw(20, generator)) == {"generate"}
+
+
+def test_a_token_is_given_only_when_its_whole_tubelet_patch_is_known():
+    known = np.ones((5, 32, 32), dtype=bool)
+    known[3, 8, 9] = False  # one pixel of frame 3: time step 2 (frames 3-4), patch row 1, col 1
+    given = given_tokens(known, patch=8, temporal_patch=2)
+    assert given.shape == (3, 4, 4)
+    assert not given[2, 1, 1] and int((~given).sum()) == 1
+
+
+def test_windows_over_a_long_video_carry_the_last_frames():
+    spans = list(window_spans(29, window=9, prime=5))
+    assert spans[0] == (0, 9, 0)
+    assert all((end - start - 1) % 2 == 0 and end - start <= 9 for start, end, _ in spans)
+    assert all(carried == 5 for _, _, carried in spans[1:]) and spans[-1][1] == 29
+    made = sum(end - start - carried for start, end, carried in spans)
+    assert made == 29
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny_phenaki(prompts=("a red square moves left", "a blue circle"))
+
+
+def test_fill_keeps_known_pixels_exactly_for_every_mode(tiny):
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    for mode, given in (("predict", 3), ("rewind", 3), ("infill", 2)):
+        source, known = completion_frames(video, mode, given, 9)
+        result = fill(tiny, source, known, "a red square moves left", tiny.sampling, seed=0, iterations=2)
+        assert result.frames.shape == (9, 32, 32, 3)
+        assert np.array_equal(result.frames[known], source[known])
+        assert 0 < result.given_tokens < 1
+        again = fill(tiny, source, known, "a red square moves left", tiny.sampling, seed=0, iterations=2)
+        assert np.array_equal(again.frames, result.frames)  # seeds reproduce
+    source, known = completion_frames(video, "infill", 2, 9)
+    assert known[:2].all() and known[-2:].all() and not known[2:-2].any()
+    assert np.array_equal(source[-2:], video[-2:])
+
+
+def test_edit_keeps_the_carried_frames_and_processes_any_length(tiny):
+    rng = np.random.default_rng(1)
+    video = rng.integers(0, 256, (21, 32, 32, 3), dtype=np.uint8)
+    seen = []
+
+    def run(window, carried):
+        seen.append((len(window), carried))
+        out = edit_window(tiny, window, "a blue circle", carried, 0.3, tiny.sampling, seed=0)
+        assert np.array_equal(out[:carried], window[:carried])
+        return out
+
+    frames = np.concatenate(list(process_windows(video, tiny.sampling, run)))
+    assert frames.shape == video.shape and seen[0] == (9, 0) and all(c == 5 for _, c in seen[1:])
+
+
+def test_complete_inpaint_edit_commands(tiny_phenaki_dir, tmp_path):
+    rng = np.random.default_rng(2)
+    frames = np.repeat(rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8), 11, axis=0)
+    write_video(tmp_path / "in", frames, 8)  # a PNG folder: lossless, so kept pixels can be compared exactly
+    common = ["--model", tiny_phenaki_dir, "-q"]
+    code, _, err = run_cli("complete", tmp_path / "in", "a red square moves left", "-o", tmp_path / "rewind",
+                           "--mode", "rewind", "--given", "3", *common)
+    assert code == 0, err
+    out = read_video(tmp_path / "rewind").frames
+    assert len(out) == 9 and np.array_equal(out[-3:], frames[-3:])
+    code, _, err = run_cli("inpaint", tmp_path / "in", "a blue circle", "-o", tmp_path / "inpaint", "--box",
+                           "8,8,24,24", *common)
+    assert code == 0, err
+    out = read_video(tmp_path / "inpaint").frames
+    outside = np.ones((32, 32), dtype=bool)
+    outside[8:24, 8:24] = False
+    assert len(out) == 11 and np.array_equal(out[:, outside], frames[:, outside])
+    code, _, err = run_cli("edit", tmp_path / "in", "a blue circle", "-o", tmp_path / "edit.mp4", "--strength",
+                           "0.4", *common)
+    assert code == 0, err
+    assert len(read_video(tmp_path / "edit.mp4").frames) == 11
+    write_png(tmp_path / "end.png", frames[0])
+    code, _, err = run_cli("generate", "a red square moves left", "-o", tmp_path / "to-end", "--image-end",
+                           tmp_path / "end.png", "--seconds", "1", *common)
+    assert code == 0, err
+    out = read_video(tmp_path / "to-end").frames
+    assert len(out) == 9 and np.array_equal(out[-1], frames[0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["complete", "{video}", "p", "--given", "20"], "--given 20: predict needs 20 frames of the video, it has 11"),
+    (["complete", "{video}", "p", "--mode", "infill", "--given", "5"], "leaves nothing to fill in 9 frames"),
+    (["complete", "{video}", "p", "--mode", "sideways"], "--mode 'sideways': choose one of"),
+    (["complete", "{video}", "p", "--frames", "21"], "one window of this model holds at most 9 frames"),
+    (["inpaint", "{video}", "p", "--box", "20,20,40,40"], "must lie inside the 32×32 frame"),
+    (["inpaint", "{video}", "p", "--box", "1,2,3"], "expected x0,y0,x1,y1"),
+    (["inpaint", "{video}", "p", "--mask", "{small}"], "is 16×16, the model's frames are 32×32"),
+    (["inpaint", "{video}", "p"], "give the region as --box"),
+    (["edit", "{video}", "p", "--strength", "1.5"], "--strength must lie in (0, 1]"),
+])
+def test_bad_completion_input_gets_one_line(tiny_phenaki_dir, tmp_path, args, message):
+    write_video(tmp_path / "v.mp4", np.zeros((11, 32, 32, 3), dtype=np.uint8), 8)
+    write_png(tmp_path / "small.png", np.full((16, 16, 3), 255, dtype=np.uint8))
+    args = [a.format(video=tmp_path / "v.mp4", small=tmp_path / "small.png") for a in args]
+    code, _, err = run_cli(*args, "-o", tmp_path / "out.mp4", "--model", tiny_phenaki_dir)
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out.mp4").exists()

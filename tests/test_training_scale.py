@@ -1,0 +1,173 @@
+"""Training at scale: torchrun DDP / FSDP, token shards, image data, checkpoints kept, previews, presets."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import run_cli
+from phenaki_cli.config import TOKENIZER_PRESETS, TRANSFORMER_PRESETS
+from phenaki_cli.data.tokens import load_shards
+from phenaki_cli.tokenizer import CViViT
+from phenaki_cli.transformer import MaskGIT
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def torchrun(*args, processes: int = 2) -> tuple[int, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([str(TORCHRUN), "--nproc-per-node", str(processes), "-m", "phenaki_cli",
+                             *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    return result.returncode, result.stderr
+
+
+def losses(folder: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(a: Path, b: Path, name: str, skip: str = "") -> None:
+    x, y = load_file(str(a / f"{name}.safetensors")), load_file(str(b / f"{name}.safetensors"))
+    assert x.keys() == y.keys()
+    for key in x:
+        if not skip or skip not in key:
+            torch.testing.assert_close(x[key].float(), y[key].float(), rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A tiny Shapes World video folder, a tiny tokenizer trained on it, and its token shards."""
+    root = tmp_path_factory.mktemp("scale")
+    code, _, err = run_cli("data", "shapes", "-n", "6", "-o", root / "ds", "--frames-per-scene", "9", "--size", "32")
+    assert code == 0, err
+    code, _, err = run_cli("train-tokenizer", root / "ds", "-o", root / "tok", "--preset", "tiny", "--steps", "2",
+                           "--batch-size", "2", "--frames", "5", "-q")
+    assert code == 0, err
+    code, _, err = run_cli("data", "encode", root / "ds", "-o", root / "shards", "--tokenizer", root / "tok",
+                           "--frames", "5", "--prime-frames", "1", "--shard-size", "4", "-q")
+    assert code == 0, err
+    return root
+
+
+def test_paper_presets_have_the_paper_sizes():
+    """Built on the meta device: no memory, only shapes. Table 7: 24 layers of 2048 ≈ 1.8 B parameters."""
+    with torch.device("meta"):
+        transformer = MaskGIT(TRANSFORMER_PRESETS["paper"])
+        tokenizer = CViViT(TOKENIZER_PRESETS["paper"])
+    count = sum(p.numel() for p in transformer.parameters())
+    assert 1.75e9 < count < 1.9e9, count
+    assert len(transformer.blocks) == 24 and transformer.config.dim == 2048
+    config = tokenizer.config
+    assert (config.spatial_depth, config.temporal_depth, config.dim, config.codebook_size) == (4, 4, 512, 8192)
+    assert len(tokenizer.encoder_spatial) == len(tokenizer.encoder_temporal) == 4
+
+
+def test_shards_hold_tokens_embeddings_and_what_made_them(dataset):
+    index, examples = load_shards(dataset / "shards")
+    assert [s["examples"] for s in index.shards] == [4, 2] and len(examples) == 6
+    assert examples.tokens.shape == (6, 3, 4, 4) and examples.tokens.dtype == np.int16
+    assert set(examples.prefix_steps.tolist()) == {0, 1}  # every other clip trains continuation
+    assert set(examples.embeddings) == set(examples.prompts) and all(examples.prompts)
+    assert index.text_dim == next(iter(examples.embeddings.values())).shape[1]
+    # a tokenizer trained further is another tokenizer: its tokens would mean something else
+    code, _, err = run_cli("train-tokenizer", dataset / "ds", "-o", dataset / "tok2", "--preset", "tiny", "--steps",
+                           "1", "--batch-size", "2", "--frames", "5", "-q", "--seed", "1")
+    assert code == 0, err
+    code, _, err = run_cli("train", dataset / "shards", "-o", dataset / "wrong", "--tokenizer", dataset / "tok2",
+                           "--preset", "tiny", "--frames", "5", "--prime-frames", "1", "--steps", "1")
+    assert code == 2 and "made by another tokenizer" in err and not (dataset / "wrong").exists()
+
+
+def test_two_processes_match_one_process_accumulating_the_same_batch(dataset, tmp_path):
+    """torchrun DDP (gloo, 2 processes) and FSDP equal one process with --accumulate 2, and runs resume
+    across strategies: the global batch is split into the same parts (train/distributed.py)."""
+    common = ["train", dataset / "shards", "--tokenizer", dataset / "tok", "--preset", "tiny", "--frames", "5",
+              "--prime-frames", "1", "--batch-size", "2", "--save-every", "2", "--preview-every", "0", "-q"]
+    code, _, err = run_cli(*common, "-o", tmp_path / "single", "--steps", "4", "--accumulate", "2")
+    assert code == 0, err
+    code, err = torchrun(*common, "-o", tmp_path / "ddp", "--steps", "4")
+    assert code == 0, err[-2000:]
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-5)
+    assert_same_weights(tmp_path / "single", tmp_path / "ddp", "transformer")
+    # FSDP for two steps, then the same run resumed by DDP for the last two
+    code, err = torchrun(*common, "-o", tmp_path / "mixed", "--steps", "2", "--strategy", "fsdp")
+    assert code == 0, err[-2000:]
+    code, err = torchrun(*common, "-o", tmp_path / "mixed", "--steps", "4", "--resume")
+    assert code == 0, err[-2000:]
+    assert losses(tmp_path / "mixed") == pytest.approx(losses(tmp_path / "single"), rel=1e-5)
+    assert_same_weights(tmp_path / "single", tmp_path / "mixed", "transformer")
+
+
+def test_tokenizer_ddp_matches_accumulation(dataset, tmp_path):
+    common = ["train-tokenizer", dataset / "ds", "--preset", "tiny", "--steps", "3", "--batch-size", "2",
+              "--frames", "5", "--preview-every", "0", "-q"]
+    code, _, err = run_cli(*common, "-o", tmp_path / "single", "--accumulate", "2")
+    assert code == 0, err
+    code, err = torchrun(*common, "-o", tmp_path / "ddp")
+    assert code == 0, err[-2000:]
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-5)
+    # the dead-code counters count forward passes, which accumulation doubles: parameters only
+    assert_same_weights(tmp_path / "single", tmp_path / "ddp", "tokenizer", skip="steps_unused")
+
+
+def test_keep_last_checkpoints_and_previews(dataset, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", dataset / "shards", "-o", out, "--tokenizer", dataset / "tok", "--preset", "tiny",
+                           "--frames", "5", "--prime-frames", "1", "--batch-size", "2", "--steps", "8",
+                           "--save-every", "2", "--keep-last", "2", "--preview-every", "4", "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000006", "step-000008"]
+    assert sorted(p.name for p in (out / "previews").iterdir()) == [
+        "step-000004.mp4", "step-000004.txt", "step-000008.mp4", "step-000008.txt"]
+    # every kept checkpoint is a complete training folder: it plays and it resumes
+    older = out / "checkpoints" / "step-000006"
+    assert [json.loads(line)["step"] for line in (older / "metrics.jsonl").read_text().splitlines()][-1] == 6
+    code, _, err = run_cli("generate", "a red circle", "-o", tmp_path / "g.mp4", "--model", older, "-q")
+    assert code == 0, err
+    assert not list(tmp_path.glob(".run*"))  # no temporary or old folders left behind
+
+
+def test_image_folder_trains_the_image_steps_and_unreadable_files_are_counted(dataset, tmp_path):
+    from phenaki_cli.video_io import read_video, write_png
+
+    images = tmp_path / "laion"
+    images.mkdir()
+    for i, video in enumerate(sorted((dataset / "ds" / "videos").glob("*.mp4"))[:3]):
+        write_png(images / f"{i:06d}.png", read_video(video).frames[0])
+        (images / f"{i:06d}.txt").write_text(f"picture {i}\n")
+    (images / "000009.png").write_bytes(b"not a png")  # corrupt: skipped and counted
+    code, _, err = run_cli("train", dataset / "shards", "-o", tmp_path / "run", "--tokenizer", dataset / "tok",
+                           "--preset", "tiny", "--frames", "5", "--prime-frames", "1", "--batch-size", "2",
+                           "--steps", "2", "--images", images, "--image-share", "0.5", "--preview-every", "0")
+    assert code == 0, err
+    assert "1 unreadable or too-short files were skipped" in err
+    index, shards = load_shards(tmp_path / "run.images")
+    assert index.kind == "image" and shards.tokens.shape == (3, 1, 4, 4) and index.skipped == 1
+    assert set(shards.prompts) == {"picture 0", "picture 1", "picture 2"}
+
+
+def test_training_options_are_checked_before_any_work(dataset, tmp_path):
+    common = ["train", dataset / "shards", "-o", tmp_path / "run", "--tokenizer", dataset / "tok", "--preset", "tiny",
+              "--frames", "5", "--prime-frames", "1"]
+    for args, message in [(["--precision", "fp8"], "--precision 'fp8'"), (["--strategy", "zero"], "--strategy 'zero'"),
+                          (["--keep-last", "0"], "--keep-last must be at least 1"),
+                          (["--strategy", "fsdp", "--ema", "0.99"], "--ema is not supported with --strategy fsdp"),
+                          (["--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA device")]:
+        code, _, err = run_cli(*common, *args)
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+        assert not (tmp_path / "run").exists()
+    if importlib.util.find_spec("tensorboard") is None:
+        code, _, err = run_cli(*common, "--steps", "1", "--tensorboard", tmp_path / "tb")
+        assert code == 2 and "--tensorboard needs the tensorboard package" in err, err
+    else:
+        code, _, err = run_cli(*common, "--steps", "1", "--tensorboard", tmp_path / "tb", "-q")
+        assert code == 0 and list((tmp_path / "tb").glob("events.*")), err
+    code, _, err = run_cli("data", "encode", dataset / "ds", "-o", tmp_path / "s", "--tokenizer", dataset / "tok",
+                           "--frames", "6")
+    assert code == 2 and "got 6 frames" in err and not (tmp_path / "s").exists()
