@@ -10,7 +10,7 @@ OUT    := out
 MODEL  ?= models/shapes-64
 TRAIN  ?= train-runs
 
-.PHONY: install demo stories eval test bench train-demo clean
+.PHONY: install demo stories eval eval-tasks test bench train-demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ stories: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/phenaki eval --generate 50 --split test --model $(MODEL)
 	$(BIN)/phenaki eval --generate 50 --split heldout --model $(MODEL)
+
+# Completion tasks on 30 Shapes World test scenes each (README: Completing and editing video).
+eval-tasks: $(STAMP)
+	for task in predict rewind infill inpaint edit; do \
+		$(BIN)/phenaki eval --generate 30 --task $$task --model $(MODEL) --quiet || exit 1; \
+	done
 
 # Reproduce the shipped model from scratch with the project's own commands (hours on 2 CPU cores).
 train-demo: $(STAMP)

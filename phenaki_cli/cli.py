@@ -299,14 +299,22 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
                  split: str = typer.Option("test", help="With --generate: test (new stories) or heldout "
                                                         "(compositions training never saw)."),
                  scenes: str = typer.Option("2-6", help="With --generate: scenes per story, MIN-MAX."),
+                 task: Optional[str] = typer.Option(
+                     None, "--task", help="With --generate: score a completion task instead of stories: predict | "
+                                          "rewind | infill | inpaint | edit."),
                  model: Path = ModelOption, seed: int = SeedOption, steps: Optional[int] = StepsOption,
                  guidance: Optional[float] = GuidanceOption, temperature: Optional[float] = TemperatureOption,
                  as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Score Shapes World videos: per-clause presence and motion, continuity at scene cuts."""
     from phenaki_cli.eval.suite import aggregate, score_suite, score_video
 
+    if task is not None and generate is None:
+        raise UserError("--task scores generated cases: give --generate N too")
     if sum(x is not None for x in (video, suite, generate)) != 1:
         raise UserError("give one of: a VIDEO (with --story or a sidecar JSON), --suite DIR, or --generate N")
+    if task is not None:
+        _eval_task(task, generate, model, seed, steps, guidance, temperature, as_json, quiet)
+        return
     if generate is not None:
         _eval_generated(generate, split, scenes, model, seed, steps, guidance, temperature, as_json, quiet)
         return
@@ -366,6 +374,34 @@ def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int,
 
     table.add_row(split, str(summary["stories"]), str(summary["clauses"]), fmt(summary["prompt_accuracy"]),
                   fmt(summary["continuity"]), str(summary["held_out_clauses"]), fmt(summary["held_out_accuracy"]))
+    out.print(table)
+
+
+def _eval_task(task: str, count: int, model: Path, seed: int, steps, guidance, temperature, as_json: bool,
+               quiet: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from phenaki_cli.eval.completion import TASKS, evaluate
+    from phenaki_cli.pipeline import Phenaki
+
+    _setup()
+    if task not in TASKS:
+        raise UserError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+    if count < 1:
+        raise UserError(f"--generate must be at least 1, got {count}")
+    phenaki = Phenaki.from_pretrained(model)
+    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature)
+    with Progress(TextColumn(f"[bold]eval {task}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=quiet or as_json) as progress:
+        bar = progress.add_task("eval", total=count)
+        summary = evaluate(phenaki, task, count, settings, seed, on_case=lambda r: progress.advance(bar))
+    summary = {"model": str(model), "seed": seed, **summary}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(*(k.replace("_", " ") for k in summary if k not in ("model", "seed")))
+    table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in summary.items()
+                    if k not in ("model", "seed")))
     out.print(table)
 
 

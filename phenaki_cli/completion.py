@@ -8,7 +8,7 @@ Causality. The tokenizer is causal in time: the tokens of frame t depend on fram
 through spatial attention, on every pixel of those frames. So only a known *head* of the video
 has exact tokens. Tokens of known *later* frames (rewind, infilling, an end image) or of known
 pixels beside an unknown box (inpainting) depend on what is missing. We therefore iterate:
-start from a guess for the unknown pixels (the nearest known frame; the source's own pixels
+start from a guess for the unknown pixels (the nearest known frame; the mean known colour
 inside a box), encode, fill the unknown tokens, decode, put the known pixels back, and encode
 again, so the given tokens are computed from ever better surroundings. The output keeps the
 known pixels exactly; only the unknown ones come from the model. (Training matches this: the
@@ -52,15 +52,19 @@ def given_tokens(known: np.ndarray, patch: int, temporal_patch: int) -> torch.Te
 
 
 def initial_guess(source: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Unknown frames start as a copy of the nearest fully or partly known frame; partly known
-    frames keep the source's own pixels (the best guess inside a box)."""
-    known_frames = np.flatnonzero(known.reshape(len(known), -1).any(-1))
+    """The first guess for the unknown pixels: a wholly unknown frame copies the nearest frame
+    that is known at all; the unknown part of a partly known frame takes the mean colour of its
+    known part (neutral: what was there before, e.g. inside an inpainting box, does not leak in)."""
+    per_frame = known.reshape(len(known), -1)
+    known_frames = np.flatnonzero(per_frame.any(-1))
     if len(known_frames) == 0:
         raise UserError("nothing of the video is given")
     guess = source.copy()
     for f in range(len(source)):
-        if f not in known_frames:
-            guess[f] = source[known_frames[np.abs(known_frames - f).argmin()]]
+        if not per_frame[f].any():
+            guess[f] = guess[known_frames[np.abs(known_frames - f).argmin()]]
+        elif not per_frame[f].all():
+            guess[f][~known[f]] = source[f][known[f]].mean(0).round().astype(np.uint8)
     return guess
 
 
@@ -188,11 +192,27 @@ def inpaint_window(model: Phenaki, window: np.ndarray, region: np.ndarray, promp
     return fill(model, window, known, prompt, settings, seed, iterations).frames
 
 
+def masked_fit(transformer, tokens: torch.Tensor, context, guidance: float, codebook_size: int, seed: int,
+               groups: int = 4) -> torch.Tensor:
+    """log p(token | the rest, prompt) for every position. The model only learned to predict masked
+    positions, so the tokens are split into `groups` random groups and each is scored masked."""
+    generator = torch.Generator().manual_seed(seed)
+    group = torch.randint(groups, tokens.shape, generator=generator)
+    fit = torch.empty(tokens.shape)
+    for g in range(groups):
+        hidden = group == g
+        logits = guided_logits(transformer, tokens.masked_fill(hidden, transformer.config.mask_id), context,
+                               guidance, codebook_size)
+        scores = torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0]
+        fit[hidden] = scores[hidden]
+    return fit
+
+
 @torch.inference_mode()
 def edit_window(model: Phenaki, window: np.ndarray, prompt: str, carried: int, strength: float,
                 settings: SamplingConfig, seed: int) -> np.ndarray:
     """Re-sample the `strength` share of the window's tokens that the new prompt finds least
-    likely (the model's own judgement of what the prompt wants changed); keep the rest. The
+    likely (the model's own judgement of what the prompt wants changed: `masked_fit`); keep the rest. The
     `carried` frames at the start (the previous window's output) are given and kept."""
     tok, transformer = model.tokenizer, model.transformer
     tokens = tok.encode(frames_to_tensor(window)[None])
@@ -201,8 +221,7 @@ def edit_window(model: Phenaki, window: np.ndarray, prompt: str, carried: int, s
     text = model.text_encoder.embed(prompt)[None]
     context = prepare_guided(transformer, text, torch.ones(text.shape[:2], dtype=torch.bool), time_steps,
                              settings.guidance)
-    logits = guided_logits(transformer, tokens, context, settings.guidance, tok.config.codebook_size)
-    fit = torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0]
+    fit = masked_fit(transformer, tokens, context, settings.guidance, tok.config.codebook_size, seed)
     fit[:, :head] = torch.inf  # the frames carried over from the previous window stay
     editable = int(fit[:, head:].numel())
     count = int(round(strength * editable))

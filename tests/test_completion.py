@@ -138,3 +138,20 @@ def test_bad_completion_input_gets_one_line(tiny_phenaki_dir, tmp_path, args, me
     code, _, err = run_cli(*args, "-o", tmp_path / "out.mp4", "--model", tiny_phenaki_dir)
     assert code == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out.mp4").exists()
+
+
+def test_eval_task_scores_completion_cases(tiny_phenaki_dir):
+    import json
+    for task in ("rewind", "inpaint", "edit"):
+        code, out, err = run_cli("eval", "--generate", "1", "--task", task, "--model", tiny_phenaki_dir, "--json")
+        assert code == 0, err
+        summary = json.loads(out)
+        assert summary["task"] == task and summary["cases"] == 1 and 0 <= summary["prompt_accuracy"] <= 1
+        if task == "edit":
+            assert "kept_trajectory" in summary
+        else:  # completion keeps the given pixels exactly
+            assert summary["kept_exact"] == 1 and summary["kept_psnr_min"] is None
+    code, _, err = run_cli("eval", "--task", "predict", "--model", tiny_phenaki_dir)
+    assert code == 2 and "give --generate N too" in err
+    code, _, err = run_cli("eval", "--generate", "1", "--task", "dance", "--model", tiny_phenaki_dir)
+    assert code == 2 and "--task 'dance': choose one of" in err
