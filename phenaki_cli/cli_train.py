@@ -274,13 +274,14 @@ def data_encode(
     if shard_size < 1:
         raise UserError(f"--shard-size must be at least 1, got {shard_size}")
     tok, _ = load_tokenizer(tokenizer)
-    tok.to(Distributed.from_env(device).device)
+    target = Distributed.from_env(device).device
+    tok.to(target)
     encoder = TextEncoder.load(text_encoder) if text_encoder else None
     with _progress(quiet) as progress:
         task = progress.add_task("encode", total=None, status="")
         index = encode_dataset(data, output, tok, encoder, 1 if images else frames, prime_frames, clips, images,
                                fps, seed, workers, shard_size, on_total=lambda n: progress.update(task, total=n),
-                               on_batch=lambda n: progress.advance(task, n))
+                               on_batch=lambda n: progress.advance(task, n), device=target)
     _say(quiet, f"wrote {output}: {index.examples} {index.kind} clips in {len(index.shards)} shards"
                 + (f", skipped {index.skipped} unreadable or too-short files" if index.skipped else ""))
 

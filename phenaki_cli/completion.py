@@ -60,11 +60,11 @@ def initial_guess(source: np.ndarray, known: np.ndarray) -> np.ndarray:
     if len(known_frames) == 0:
         raise UserError("nothing of the video is given")
     guess = source.copy()
-    for f in range(len(source)):
-        if not per_frame[f].any():
-            guess[f] = guess[known_frames[np.abs(known_frames - f).argmin()]]
-        elif not per_frame[f].all():
+    for f in known_frames:  # partly known frames first: wholly unknown ones may copy them
+        if not per_frame[f].all():
             guess[f][~known[f]] = source[f][known[f]].mean(0).round().astype(np.uint8)
+    for f in np.flatnonzero(~per_frame.any(-1)):
+        guess[f] = guess[known_frames[np.abs(known_frames - f).argmin()]]
     return guess
 
 
@@ -121,11 +121,9 @@ def completion_frames(video: np.ndarray, mode: str, given: int, total: int) -> t
     size = video.shape[1:3]
     source = np.zeros((total, *size, 3), dtype=np.uint8)
     known = np.zeros((total, *size), dtype=bool)
-    if mode in ("predict", "infill"):
+    if mode in ("predict", "infill"):  # the video's first frames head the output
         source[:given], known[:given] = video[:given], True
-    if mode == "rewind":
-        source[-given:], known[-given:] = video[-given:], True
-    if mode == "infill":
+    if mode in ("rewind", "infill"):  # its last frames end it
         source[-given:], known[-given:] = video[-given:], True
     return source, known
 

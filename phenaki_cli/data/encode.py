@@ -68,8 +68,9 @@ def encode_dataset(data: str, out: str | Path, tokenizer, text_encoder: TextEnco
                    prime_frames: int = 0, count: int | None = None, images: bool = False, fps: float = 8.0,
                    seed: int = 0, workers: int = 0, shard_size: int = 4096,
                    on_total: Callable[[int], None] | None = None,
-                   on_batch: Callable[[int], None] | None = None) -> ShardIndex:
-    """Encode `data` ('shapes' or a folder) into a shard folder `out`; returns its index."""
+                   on_batch: Callable[[int], None] | None = None, device: torch.device | None = None) -> ShardIndex:
+    """Encode `data` ('shapes' or a folder) into a shard folder `out` with the tokenizer on `device`;
+    returns its index."""
     size = tokenizer.config.image_size
     tokenizer.config.time_steps(frames)  # a clear error for a frame count the tokenizer cannot take
     if not images and not 0 <= prime_frames < frames:
@@ -98,4 +99,5 @@ def encode_dataset(data: str, out: str | Path, tokenizer, text_encoder: TextEnco
     if on_total is not None:
         on_total(count)
     return write_shards(out, clips, tokenizer, text_encoder, "image" if images else "video", frames, fps,
-                        prime_frames, shard_size=shard_size, source=str(data), skipped=skipped, on_batch=on_batch)
+                        prime_frames, shard_size=shard_size, source=str(data), skipped=skipped, on_batch=on_batch,
+                        device=device)
