@@ -171,3 +171,18 @@ def test_training_options_are_checked_before_any_work(dataset, tmp_path):
     code, _, err = run_cli("data", "encode", dataset / "ds", "-o", tmp_path / "s", "--tokenizer", dataset / "tok",
                            "--frames", "6")
     assert code == 2 and "got 6 frames" in err and not (tmp_path / "s").exists()
+
+
+def test_fine_tuning_starts_from_the_given_model(dataset, tmp_path):
+    common = ["train", dataset / "shards", "--tokenizer", dataset / "tok", "--frames", "5", "--prime-frames", "1",
+              "--batch-size", "2", "--preview-every", "0", "-q"]
+    code, _, err = run_cli(*common, "-o", tmp_path / "base", "--preset", "tiny", "--steps", "2")
+    assert code == 0, err
+    # a step of (almost) no learning rate: the fine-tuned weights are the base model's
+    code, _, err = run_cli(*common, "-o", tmp_path / "tuned", "--init-from", tmp_path / "base", "--steps", "1",
+                           "--lr", "1e-12", "--tasks", "predict=0.2,box=0.2")
+    assert code == 0, err
+    assert_same_weights(tmp_path / "base", tmp_path / "tuned", "transformer")
+    code, _, err = run_cli(*common, "-o", tmp_path / "bad", "--init-from", tmp_path / "base", "--steps", "1",
+                           "--tasks", "predict=0.8,box=0.8")
+    assert code == 2 and "sum to at most 1" in err
