@@ -186,3 +186,25 @@ def test_fine_tuning_starts_from_the_given_model(dataset, tmp_path):
     code, _, err = run_cli(*common, "-o", tmp_path / "bad", "--init-from", tmp_path / "base", "--steps", "1",
                            "--tasks", "predict=0.8,box=0.8")
     assert code == 2 and "sum to at most 1" in err
+
+
+def test_loading_a_shard_reads_its_embeddings_once(tmp_path):
+    """Each distinct prompt's embedding is a copy of its row, not a view that keeps (yet another
+    read of) the whole table alive: memory stays proportional to the shard."""
+    import tracemalloc
+
+    from phenaki_cli.data.tokens import TokenExamples
+
+    prompts = [f"prompt {i}" for i in range(300)]
+    rng = np.random.default_rng(0)
+    examples = TokenExamples(rng.integers(0, 256, (300, 3, 4, 4)).astype(np.int16), prompts,
+                             np.zeros(300, dtype=np.int64),
+                             {p: rng.standard_normal((12, 64)).astype(np.float16) for p in prompts})
+    examples.save(tmp_path / "shard.npz")
+    table_bytes = 300 * 12 * 64 * 2
+    tracemalloc.start()
+    loaded = TokenExamples.load(tmp_path / "shard.npz")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert loaded.prompts == prompts and np.array_equal(loaded.embeddings["prompt 7"], examples.embeddings["prompt 7"])
+    assert peak < 5 * table_bytes, peak

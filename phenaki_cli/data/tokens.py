@@ -86,9 +86,11 @@ class TokenExamples:
             with np.load(path, allow_pickle=False) as data:
                 if str(data.get("format", "")) != SHARD_FORMAT:
                     raise UserError(f"{path}: not a phenaki token shard")
+                # each data[...] reads the array anew: read each once (a view per prompt would keep
+                # a whole copy alive per prompt)
                 table = [str(p) for p in data["prompts"]]
-                embeddings = {p: data["embeddings"][i, :n] for i, (p, n) in enumerate(zip(table, data["lengths"]))
-                              if n}
+                padded, lengths = data["embeddings"], data["lengths"]
+                embeddings = {p: padded[i, :n].copy() for i, (p, n) in enumerate(zip(table, lengths)) if n}
                 return cls(data["tokens"], [table[i] for i in data["prompt_index"]], data["prefix_steps"],
                            embeddings)
         except (OSError, ValueError, KeyError) as e:
