@@ -462,8 +462,10 @@ def main() -> None:
 
     # Ctrl-C (and a polite kill) must reach the atomic writers even when a parent shell started us
     # with SIGINT ignored, as non-interactive shells do for background jobs
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from phenaki_cli.runtime import on_interrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_interrupt)
     try:
         app()  # typer reports usage errors itself (exit 2) and turns Ctrl-C into exit 130
     except UserError as e:

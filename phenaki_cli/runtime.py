@@ -1,4 +1,4 @@
-"""Process-wide CPU tuning, applied once at start-up by the CLI, benchmarks and trainers."""
+"""Process-wide state: CPU tuning applied once at start-up, and Ctrl-C that cannot be lost."""
 
 from __future__ import annotations
 
@@ -28,3 +28,23 @@ def tune_allocator() -> bool:
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 30))
     except (OSError, AttributeError):
         return False
+
+
+_interrupted = False
+
+
+def on_interrupt(signum, frame) -> None:
+    """SIGINT / SIGTERM handler: remember the interrupt, then raise KeyboardInterrupt.
+
+    Python drops an exception raised inside some callbacks: a Ctrl-C that lands while
+    `subprocess` runs its fork hooks (starting ffmpeg) is printed as "Exception ignored" and the
+    program runs on. The flag survives that; `raise_if_interrupted` raises it again at the next
+    safe point (every frame batch written, every training step)."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    if _interrupted:
+        raise KeyboardInterrupt

@@ -147,6 +147,9 @@ class VideoWriter:
         return self
 
     def write(self, frames: np.ndarray) -> None:
+        from phenaki_cli.runtime import raise_if_interrupted
+
+        raise_if_interrupted()  # a Ctrl-C that Python swallowed while ffmpeg was starting
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be (F, H, W, 3), got {frames.shape}")
@@ -169,6 +172,7 @@ class VideoWriter:
             for frame in frames:
                 self._ffmpeg.send(frame.tobytes())
         self.frames_written += len(frames)
+        raise_if_interrupted()
 
     def __exit__(self, kind, value, traceback) -> None:
         try:

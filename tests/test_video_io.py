@@ -75,3 +75,20 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(UserError, match="unsupported output format"):
         write_video(tmp_path / "v.xyz", flat_colour_frames(), fps=8)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_writer(tmp_path, monkeypatch):
+    """Python drops a KeyboardInterrupt raised in subprocess's fork hooks (while ffmpeg starts);
+    the remembered interrupt stops the next write, and nothing is left behind."""
+    import numpy as np
+    import pytest
+
+    from phenaki_cli import runtime
+    from phenaki_cli.video_io import VideoWriter
+
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "out.mp4", fps=8) as writer:
+            writer.write(np.zeros((2, 16, 16, 3), dtype=np.uint8))
+            monkeypatch.setattr(runtime, "_interrupted", True)  # as if the handler ran, its exception lost
+            writer.write(np.zeros((2, 16, 16, 3), dtype=np.uint8))
+    assert list(tmp_path.iterdir()) == []

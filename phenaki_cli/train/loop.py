@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from phenaki_cli.errors import UserError
+from phenaki_cli.runtime import raise_if_interrupted
 from phenaki_cli.train.checkpoint import PREVIEWS_DIR, load_checkpoint, save_checkpoint
 from phenaki_cli.train.distributed import STRATEGIES, Distributed, autocast, no_sync, wrap
 
@@ -222,6 +223,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
             save(step)
         if on_step is not None and where.is_main:
             on_step(step, row)
+        raise_if_interrupted()
     if board is not None:
         board.close()
     return log[-1] if log else {}
