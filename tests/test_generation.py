@@ -337,13 +337,16 @@ def test_ctrl_c_leaves_no_partial_output(tiny_phenaki_dir, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "phenaki_cli", "story", str(script), "-o", str(out), "--model",
                                 str(tiny_phenaki_dir), "--steps", "12", "--storyboard", "-q"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(tmp_path.glob(".long*")) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)  # until the video is being written
-    assert process.poll() is None, process.communicate()
-    time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob(".long*")) and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)  # until the video is being written
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:  # a story of 5,000 scenes must not outlive a failed test
+        process.kill()
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.txt"]
