@@ -34,11 +34,12 @@ def _load(model: Path, text_encoder: Optional[str], steps, guidance, temperature
 
 def _read(path: Path, phenaki, trim: bool = True) -> np.ndarray:
     """A video at the model's size and fps; trimmed to 1 + t·n frames when `trim` (documented policy)."""
-    from phenaki_cli.config import valid_frame_count
+    from phenaki_cli.codec import load_clip
     from phenaki_cli.video_io import read_video
 
-    frames = read_video(path, fps=phenaki.fps, size=phenaki.tokenizer.config.image_size).frames
-    return frames[:valid_frame_count(len(frames), phenaki.tokenizer.config.temporal_patch_size)] if trim else frames
+    if trim:
+        return load_clip(path, phenaki.tokenizer, phenaki.fps)[0]
+    return read_video(path, fps=phenaki.fps, size=phenaki.tokenizer.config.image_size).frames
 
 
 def _write(output: Path, chunks: Iterator[np.ndarray], fps: float, report: dict, as_json: bool, quiet: bool) -> None:

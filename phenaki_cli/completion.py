@@ -68,6 +68,11 @@ def initial_guess(source: np.ndarray, known: np.ndarray) -> np.ndarray:
     return guess
 
 
+def _prompt_context(model: Phenaki, prompt: str, time_steps: int, guidance: float):
+    text = model.text_encoder.embed(prompt)[None]
+    return prepare_guided(model.transformer, text, torch.ones(text.shape[:2], dtype=torch.bool), time_steps, guidance)
+
+
 @torch.inference_mode()
 def fill(model: Phenaki, source: np.ndarray, known: np.ndarray, prompt: str, settings: SamplingConfig,
          seed: int = 0, iterations: int | None = None, on_step: Callable[[int], None] | None = None) -> FillResult:
@@ -82,9 +87,7 @@ def fill(model: Phenaki, source: np.ndarray, known: np.ndarray, prompt: str, set
     given = given_tokens(known, config.patch_size, config.temporal_patch_size)[None]
     head_only = bool(given.any()) and _is_head(known)
     iterations = iterations if iterations is not None else (1 if head_only else 3)
-    text = model.text_encoder.embed(prompt)[None]
-    context = prepare_guided(transformer, text, torch.ones(text.shape[:2], dtype=torch.bool), time_steps,
-                             settings.guidance)
+    context = _prompt_context(model, prompt, time_steps, settings.guidance)
     video = initial_guess(source, known)
     mask = known[..., None]
     for _ in range(max(1, iterations)):
@@ -216,9 +219,7 @@ def edit_window(model: Phenaki, window: np.ndarray, prompt: str, carried: int, s
     tokens = tok.encode(frames_to_tensor(window)[None])
     time_steps = tokens.shape[1]
     head = tok.config.time_steps(carried) if carried else 0
-    text = model.text_encoder.embed(prompt)[None]
-    context = prepare_guided(transformer, text, torch.ones(text.shape[:2], dtype=torch.bool), time_steps,
-                             settings.guidance)
+    context = _prompt_context(model, prompt, time_steps, settings.guidance)
     fit = masked_fit(transformer, tokens, context, settings.guidance, tok.config.codebook_size, seed)
     fit[:, :head] = torch.inf  # the frames carried over from the previous window stay
     editable = int(fit[:, head:].numel())

@@ -115,7 +115,7 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
         return None if video is None else video.to(where.device)
 
     def preview(weights: dict, folder: Path, step: int) -> None:
-        sample = next((source[i] for i in range(8) if source[i] is not None), None)
+        sample = next((s for s in map(source.__getitem__, range(8)) if s is not None), None)  # each read once
         if sample is not None:  # on the CPU, from the saved weights: works for any device and strategy
             snapshot = CViViT(config).eval()
             snapshot.load_state_dict(weights)
