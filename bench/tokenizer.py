@@ -5,6 +5,10 @@
 phenaki-pytorch 0.5.0 at this config did 418 encode / 407 decode frames/s on a machine whose fp32
 matmul peaked near 277 GFLOP/s (shared/REFERENCES.md). Machines differ, so we also measure this
 machine's peak and report the ratio both raw and scaled by the two peaks.
+
+Both precisions are measured: fp32 (the default) and bf16 (`--precision bf16`). What bf16 costs
+in quality is measured on the shipped model and real Shapes World clips: the share of tokens
+equal to fp32's, and the reconstruction PSNR against the source in each precision.
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ import time
 
 import torch
 
+from pathlib import Path
+
+import numpy as np
+
 from phenaki_cli.config import TOKENIZER_PRESETS
-from phenaki_cli.runtime import tune_allocator
+from phenaki_cli.runtime import precision_scope, tune_allocator
 from phenaki_cli.tokenizer import CViViT
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "shapes-64"
 
 REFERENCE = {"encode_fps": 418.0, "decode_fps": 407.0, "matmul_peak_gflops": 277.0}
 
@@ -44,6 +54,27 @@ def best_rate(fn, frames: int, repeats: int = 20, rounds: int = 3) -> float:
     return best
 
 
+def bf16_quality(clips: int = 10) -> dict | None:
+    """bf16 against fp32 on the shipped model: token agreement and reconstruction PSNR."""
+    from phenaki_cli.codec import decode_grid, encode_frames
+    from phenaki_cli.data.shapes_sampler import sample_clip
+    from phenaki_cli.eval.metrics import psnr
+    from phenaki_cli.modeldir import load_tokenizer
+
+    if not (SHIPPED / "config.json").is_file():
+        return None
+    tokenizer, _ = load_tokenizer(SHIPPED)
+    same, scores = [], {"fp32": [], "bf16": []}
+    for index in range(clips):
+        frames = sample_clip("test", index, 17).frames
+        grids = {p: encode_frames(tokenizer, frames, p) for p in scores}
+        same.append(float((grids["fp32"] == grids["bf16"]).mean()))
+        for p in scores:
+            scores[p].append(psnr(frames, decode_grid(tokenizer, grids[p], p)))
+    return {"model": "models/shapes-64", "clips": clips, "tokens_equal_to_fp32": round(float(np.mean(same)), 4),
+            **{f"psnr_{p}_db": round(float(np.mean(v)), 2) for p, v in scores.items()}}
+
+
 @torch.inference_mode()
 def main() -> None:
     tune_allocator()
@@ -51,20 +82,26 @@ def main() -> None:
     model = CViViT(TOKENIZER_PRESETS["reference"]).eval()
     video = torch.rand(1, 17, 3, 64, 64)
     tokens = model.encode(video)
-    encode = best_rate(lambda: model.encode(video), 17)
-    decode = best_rate(lambda: model.decode(tokens), 17)
     peak = matmul_peak()
     scale = REFERENCE["matmul_peak_gflops"] / peak
+    rates = {}
+    for name in ("fp32", "bf16"):
+        with precision_scope(torch.device("cpu"), name):
+            encode = best_rate(lambda: model.encode(video), 17)
+            decode = best_rate(lambda: model.decode(tokens), 17)
+        rates[name] = {
+            "encode_fps": round(encode, 1), "decode_fps": round(decode, 1),
+            "vs_phenaki_pytorch_raw": {"encode": round(encode / REFERENCE["encode_fps"], 2),
+                                       "decode": round(decode / REFERENCE["decode_fps"], 2)},
+            "vs_phenaki_pytorch_peak_scaled": {"encode": round(encode * scale / REFERENCE["encode_fps"], 2),
+                                               "decode": round(decode * scale / REFERENCE["decode_fps"], 2)}}
     print(json.dumps({
         "config": "reference: dim 256, 2+2 layers, 8 heads of 32, patch 8, temporal patch 2, codebook 1024",
         "frames": 17, "size": 64, "tokens": int(tokens.numel()), "threads": torch.get_num_threads(),
-        "encode_fps": round(encode, 1), "decode_fps": round(decode, 1),
+        **rates["fp32"], "bf16": rates["bf16"],
         "matmul_peak_gflops": round(peak, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "vs_phenaki_pytorch_raw": {"encode": round(encode / REFERENCE["encode_fps"], 2),
-                                   "decode": round(decode / REFERENCE["decode_fps"], 2)},
-        "vs_phenaki_pytorch_peak_scaled": {"encode": round(encode * scale / REFERENCE["encode_fps"], 2),
-                                           "decode": round(decode * scale / REFERENCE["decode_fps"], 2)},
+        "bf16_quality": bf16_quality(),
     }, indent=2))
 
 

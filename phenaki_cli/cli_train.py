@@ -78,14 +78,33 @@ def train_tokenizer_command(
         workers: int = WorkersOption, accumulate: int = AccumulateOption, ema: float = EmaOption,
         keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
         strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,
-        device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption):
+        device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption,
+        init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this tokenizer's weights "
+                                                 "and config (a model directory or training folder)."),
+        decoder_only: bool = typer.Option(False, "--decoder-only", help="Train the decoder alone: tokens (and "
+                                          "a transformer trained on them) stay valid."),
+        refine_channels: Optional[int] = typer.Option(None, "--refine-channels", help="Add a per-frame "
+                                                      "convolutional refinement head of this width (0: none)."),
+        l1: float = typer.Option(0.0, "--l1", help="Weight of an L1 reconstruction term beside L2."),
+        adversarial: float = typer.Option(0.0, "--adversarial", help="Weight of a frame discriminator's "
+                                          "adversarial loss (0: off; e.g. 0.1)."),
+        adversarial_start: int = typer.Option(0, "--adversarial-start", help="Step the adversarial loss "
+                                              "starts at.")):
     """Train the C-ViViT tokenizer; checkpoints in --output resume exactly."""
+    import dataclasses
+
     from phenaki_cli.config import TOKENIZER_PRESETS, TokenizerConfig, check_frame_count, from_dict
+    from phenaki_cli.modeldir import read_config, section
     from phenaki_cli.train.distributed import Distributed
     from phenaki_cli.train.tokenizer import TrainSettings, train_tokenizer
 
     _setup()
-    if config is not None:
+    if init_from is not None:
+        if config is not None:
+            raise UserError("--init-from takes the config of the tokenizer it starts from; drop --config")
+        cfg = from_dict(TokenizerConfig, section(read_config(init_from), "tokenizer", init_from),
+                        f"{init_from / 'config.json'} [tokenizer]")
+    elif config is not None:
         try:
             cfg = from_dict(TokenizerConfig, json.loads(config.read_text()), str(config))
         except (OSError, json.JSONDecodeError) as e:
@@ -94,11 +113,16 @@ def train_tokenizer_command(
         cfg = TOKENIZER_PRESETS[preset]
     else:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
+    if refine_channels is not None:
+        cfg = dataclasses.replace(cfg, refine_channels=refine_channels)
+        cfg.validate()
     check_frame_count(frames, cfg.temporal_patch_size)
     settings = _loop_settings(TrainSettings, steps=steps, batch_size=batch_size, frames=frames, fps=fps, lr=lr,
                               save_every=save_every, seed=seed, workers=workers, warmup_cap=100,
                               accumulate=accumulate, ema_decay=ema, keep_last=keep_last, preview_every=preview_every,
-                              precision=precision, strategy=strategy, tensorboard=tensorboard)
+                              precision=precision, strategy=strategy, tensorboard=tensorboard, l1_weight=l1,
+                              decoder_only=decoder_only, adversarial_weight=adversarial,
+                              adversarial_start=adversarial_start)
     settings.validate()
     where = Distributed.from_env(device)
     quiet = quiet or not where.is_main
@@ -111,7 +135,8 @@ def train_tokenizer_command(
                 progress.update(task, completed=step, status=f"loss {row.get('loss', float('nan')):.4f} "
                                 f"PSNR {row.get('psnr', float('nan')):.1f} dB codes {row.get('codes_used', 0):.0%} "
                                 f"{rate(step, row)}")
-            last = train_tokenizer(data, output, cfg, settings, resume=resume, on_step=on_step, where=where)
+            last = train_tokenizer(data, output, cfg, settings, resume=resume, on_step=on_step, where=where,
+                                   init_from=init_from)
     finally:
         where.close()
     _say(quiet, f"wrote {output}: step {last.get('step', steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
@@ -291,17 +316,29 @@ def export_command(source: Path = typer.Argument(..., help="A training folder (o
                    output: Path = typer.Option(..., "--output", "-o", help="Model directory to write."),
                    fp16: bool = typer.Option(True, "--fp16/--fp32", help="Store weights in fp16 (loads as fp32)."),
                    card: Optional[Path] = typer.Option(None, "--card", help="A MODEL_CARD.md to include."),
+                   tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Swap in this tokenizer's "
+                                                            "decoder: it must make the same tokens (train-tokenizer "
+                                                            "--decoder-only)."),
                    overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
     """Write a clean model directory for shipping: weights, text encoder, card; no training state."""
     import torch
 
+    from phenaki_cli.data.tokens import tokenizer_fingerprint
     from phenaki_cli.files import check_output
+    from phenaki_cli.modeldir import load_tokenizer
     from phenaki_cli.pipeline import Phenaki
 
     check_output(output, overwrite)
     if card is not None and not card.is_file():
         raise UserError(f"{card}: model card not found")
     model = Phenaki.from_pretrained(source)
+    if tokenizer is not None:
+        replacement, _ = load_tokenizer(tokenizer)
+        if tokenizer_fingerprint(replacement) != tokenizer_fingerprint(model.tokenizer):
+            raise UserError(f"{tokenizer}: makes other tokens than {source}'s tokenizer (the transformer was "
+                            f"trained on those); fine-tune a decoder with train-tokenizer --init-from "
+                            f"{source} --decoder-only")
+        model.tokenizer = replacement
     model.save_pretrained(output, dtype=torch.float16 if fp16 else None,
                           model_card=card.read_text() if card is not None else None)
     size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())

@@ -11,6 +11,7 @@ import torch
 from phenaki_cli.config import valid_frame_count
 from phenaki_cli.errors import UserError
 from phenaki_cli.files import atomic_path
+from phenaki_cli.runtime import precision_scope
 from phenaki_cli.tokenizer import CViViT
 from phenaki_cli.video_io import frames_to_tensor, read_video, tensor_to_frames
 
@@ -36,13 +37,18 @@ def load_clip(path: str | Path, tokenizer: CViViT, fps: float | None = None) -> 
 
 
 @torch.inference_mode()
-def encode_frames(tokenizer: CViViT, frames: np.ndarray) -> np.ndarray:
-    return tokenizer.encode(frames_to_tensor(frames)[None])[0].numpy()
+def encode_frames(tokenizer: CViViT, frames: np.ndarray, precision: str = "fp32") -> np.ndarray:
+    """`precision` bf16 is about 1.6× as fast on CPUs with native bf16; a few tokens then differ
+    from fp32 where two codes are near-ties (README: Speed)."""
+    with precision_scope(torch.device("cpu"), precision):
+        return tokenizer.encode(frames_to_tensor(frames)[None])[0].numpy()
 
 
 @torch.inference_mode()
-def decode_grid(tokenizer: CViViT, grid: np.ndarray) -> np.ndarray:
-    return tensor_to_frames(tokenizer.decode(torch.from_numpy(grid.astype(np.int64))[None])[0])
+def decode_grid(tokenizer: CViViT, grid: np.ndarray, precision: str = "fp32") -> np.ndarray:
+    with precision_scope(torch.device("cpu"), precision):
+        video = tokenizer.decode(torch.from_numpy(grid.astype(np.int64))[None])[0]
+    return tensor_to_frames(video.float())
 
 
 def save_tokens(path: str | Path, tokens: Tokens) -> None:

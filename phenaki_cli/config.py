@@ -31,6 +31,11 @@ class TokenizerConfig:
     code_dim: int = 32  # factorized codes: looked up in this low-dimensional, l2-normalized space
     commitment_weight: float = 0.25
     dead_code_steps: int = 100  # a code unused for this many training batches is restarted
+    # Pixel refinement head (0 = none): the decoder's linear unpatchify is rank-limited per patch
+    # and cannot see across patch borders, which leaves a patch grid and soft corners; a few
+    # per-frame 3×3 convolutions over its output fix both. Per frame, so causality is untouched.
+    refine_channels: int = 0
+    refine_features: int = 8  # extra feature channels the unpatchify hands the head beside RGB
 
     def validate(self) -> None:
         positive = ["image_size", "channels", "patch_size", "temporal_patch_size", "dim", "heads",
@@ -43,6 +48,8 @@ class TokenizerConfig:
                 f"tokenizer config: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.spatial_depth < 0 or self.temporal_depth < 0:
             raise UserError("tokenizer config: depths must be >= 0")
+        if self.refine_channels < 0 or self.refine_features < 0:
+            raise UserError("tokenizer config: refine_channels and refine_features must be >= 0")
 
     @property
     def grid_size(self) -> int:
@@ -157,6 +164,16 @@ def config_hash(data: dict) -> str:
     """A short stable hash of a config, recorded with tokens so a mismatch can be caught."""
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Tokenizer fields that only change how tokens are drawn, never which tokens a video gets:
+# a decoder fine-tuned with a new head keeps every token file and shard valid.
+DECODER_ONLY_FIELDS = ("refine_channels", "refine_features")
+
+
+def tokens_hash(tokenizer_config: dict) -> str:
+    """The hash recorded with token files: the tokenizer config without its decoder-only fields."""
+    return config_hash({k: v for k, v in tokenizer_config.items() if k not in DECODER_ONLY_FIELDS})
 
 
 # Named sizes. "reference" is the benchmark config (compare with phenaki-pytorch 0.5.0);

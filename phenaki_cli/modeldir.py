@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from phenaki_cli.config import TokenizerConfig, config_hash, from_dict, to_dict
+from phenaki_cli.config import TokenizerConfig, from_dict, to_dict, tokens_hash
 from phenaki_cli.errors import UserError
 from phenaki_cli.files import atomic_path
 
@@ -51,8 +51,11 @@ def section(data: dict, name: str, model_dir: str | os.PathLike) -> dict:
     return data[name]
 
 
-def load_weights(module: nn.Module, path: Path) -> None:
-    """Load safetensors into `module`, naming every missing, unexpected or mis-shaped tensor."""
+def load_weights(module: nn.Module, path: Path, new_prefixes: tuple[str, ...] = ()) -> None:
+    """Load safetensors into `module`, naming every missing, unexpected or mis-shaped tensor.
+
+    Weights whose names start with `new_prefixes` may be missing (parts added for fine-tuning:
+    they keep their initialisation)."""
     if not path.is_file():
         raise UserError(f"{path}: weights file missing")
     try:
@@ -61,7 +64,7 @@ def load_weights(module: nn.Module, path: Path) -> None:
         raise UserError(f"{path}: cannot read weights ({e})") from None
     expected = module.state_dict()
     problems = []
-    missing = sorted(set(expected) - set(state))
+    missing = sorted(k for k in set(expected) - set(state) if not k.startswith(new_prefixes))
     unexpected = sorted(set(state) - set(expected))
     if missing:
         problems.append(f"missing {_names(missing)}")
@@ -74,7 +77,7 @@ def load_weights(module: nn.Module, path: Path) -> None:
     if problems:
         raise UserError(f"{path}: weights do not match config.json: " + "; ".join(problems[:4]) +
                         (f"; and {len(problems) - 4} more" if len(problems) > 4 else ""))
-    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=not new_prefixes)
 
 
 def _names(keys: list[str]) -> str:
@@ -105,7 +108,8 @@ def save_model_dir(model_dir: str | os.PathLike, sections: dict[str, tuple[Any, 
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
-    """A model directory (or one holding a tokenizer section) → CViViT in eval mode, and its config hash."""
+    """A model directory (or one holding a tokenizer section) → CViViT in eval mode, and the hash
+    its token files carry (config.tokens_hash)."""
     from phenaki_cli.tokenizer import CViViT
 
     data = read_config(model_dir)
@@ -113,4 +117,4 @@ def load_tokenizer(model_dir: str | os.PathLike):
     config = from_dict(TokenizerConfig, raw, f"{Path(model_dir) / 'config.json'} [tokenizer]")
     model = CViViT(config)
     load_weights(model, Path(model_dir) / "tokenizer.safetensors")
-    return model.eval(), config_hash(raw)
+    return model.eval(), tokens_hash(raw)

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from phenaki_cli.config import (SamplingConfig, TokenizerConfig, TransformerConfig, config_hash, from_dict,
+from phenaki_cli.config import (SamplingConfig, TokenizerConfig, TransformerConfig, from_dict,
                                 valid_frame_count)
 from phenaki_cli.errors import UserError
 from phenaki_cli.modeldir import load_weights, read_config, save_model_dir, section
@@ -128,8 +128,8 @@ class Phenaki:
 
     @property
     def tokenizer_hash(self) -> str:
-        from phenaki_cli.config import to_dict
-        return config_hash(to_dict(self.tokenizer.config))
+        from phenaki_cli.config import to_dict, tokens_hash
+        return tokens_hash(to_dict(self.tokenizer.config))
 
     # ----- generation ------------------------------------------------------------------------
     def settings(self, **overrides) -> SamplingConfig:

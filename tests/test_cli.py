@@ -29,6 +29,24 @@ def test_tokenize_then_reconstruct_from_tokens(tiny_model_dir, clip, tmp_path):
     assert read_video(tmp_path / "r.mp4").frames.shape == (9, 32, 32, 3)
 
 
+def test_bf16_tokenize_and_reconstruct_match_fp32_closely(tmp_path):
+    """--precision bf16 on the shipped model: most tokens as in fp32 (near-ties may flip) and the
+    same reconstruction quality."""
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, render_story(["a big red circle moves right and a blue square moves down"], 17, seed=1).frames, 8)
+    grids, scores = {}, {}
+    for precision in ("fp32", "bf16"):
+        code, stdout, stderr = run_cli("tokenize", clip, "-o", tmp_path / f"{precision}.npz", "--precision", precision)
+        assert code == 0, stderr
+        grids[precision] = np.load(tmp_path / f"{precision}.npz")["tokens"]
+        code, stdout, stderr = run_cli("reconstruct", clip, "-o", tmp_path / f"{precision}.mp4", "--json",
+                                       "--precision", precision)
+        assert code == 0, stderr
+        scores[precision] = json.loads(stdout)["psnr"]
+    assert (grids["fp32"] == grids["bf16"]).mean() > 0.8
+    assert abs(scores["fp32"] - scores["bf16"]) < 0.5
+
+
 def test_reconstruct_reports_psnr_ssim_and_writes_comparison(tiny_model_dir, clip, tmp_path):
     code, stdout, stderr = run_cli("reconstruct", clip, "-o", tmp_path / "r.gif", "--compare", tmp_path / "c.mp4",
                                    "--model", tiny_model_dir, "--json")
@@ -51,6 +69,8 @@ def test_bad_inputs_give_one_line_and_no_output(tiny_model_dir, clip, tmp_path):
         (["tokenize", clip, "-o", blocker / "o.npz"], "cannot"),
         (["tokenize", clip, "-o", tmp_path / "exists.npz"], "already exists (pass --overwrite"),
         (["reconstruct", tmp_path / "exists.npz", "-o", tmp_path / "o.mp4"], "not a readable tokens file"),
+        (["tokenize", clip, "-o", tmp_path / "o.npz", "--precision", "fp8"], "--precision 'fp8': choose one of"),
+        (["reconstruct", clip, "-o", tmp_path / "o.mp4", "--precision", "fp16"], "fp16 needs a CUDA device"),
     ]
     for args, message in cases:
         code, stdout, stderr = run_cli(*args, "--model", tiny_model_dir) if "--model" not in args else run_cli(*args)

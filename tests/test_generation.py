@@ -325,6 +325,34 @@ def test_eval_generate_and_info_on_a_full_model(tiny_phenaki_dir):
     assert details["text_encoder"]["dim"] == 32
 
 
+def test_tokenizer_ceiling_cuts_windows_like_generation(monkeypatch, tiny_phenaki_dir):
+    """With a lossless codec the ceiling gives back the true frames exactly (windows, primes and
+    padding line up), and the analyser scores them perfectly; `--ceiling` runs on a real model."""
+    import json
+
+    from conftest import run_cli
+    from phenaki_cli import codec
+    from phenaki_cli.data.shapes_sampler import sample_rendered_story
+    from phenaki_cli.eval.analyser import analyse
+    from phenaki_cli.eval.generated import tokenizer_ceiling
+
+    model = build_tiny_phenaki()
+    story = sample_rendered_story("test", 0, scenes=(3, 3), frames_per_scene=16, size=32)
+    monkeypatch.setattr(codec, "encode_frames", lambda tokenizer, frames, precision="fp32": frames)
+    monkeypatch.setattr(codec, "decode_grid", lambda tokenizer, grid, precision="fp32": grid)
+    frames = tokenizer_ceiling(model, story.rendering.frames, [16, 16, 16], model.settings())
+    assert np.array_equal(frames, story.rendering.frames)
+    report = analyse(frames, story.captions, story.rendering.scene_ranges)
+    assert report.prompt_accuracy == 1.0 and report.continuity == 1.0
+    monkeypatch.undo()
+    code, stdout, err = run_cli("eval", "--generate", "1", "--scenes", "2", "--ceiling", "--json",
+                                "--model", tiny_phenaki_dir)
+    assert code == 0, err
+    assert json.loads(stdout)["videos"] == "tokenizer ceiling"
+    code, _, err = run_cli("eval", "--ceiling", "--model", tiny_phenaki_dir)
+    assert code == 2 and "--ceiling scores the --generate N stories" in err
+
+
 def test_ctrl_c_leaves_no_partial_output(tiny_phenaki_dir, tmp_path):
     import signal
     import subprocess

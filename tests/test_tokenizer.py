@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from phenaki_cli.tokenizer import CViViT
 from phenaki_cli.video_io import frames_to_tensor
 
 TINY = TOKENIZER_PRESETS["tiny"]
+REFINED = dataclasses.replace(TINY, refine_channels=8, refine_features=4)
 
 
 def model(config=TINY, seed=0):
@@ -56,15 +59,62 @@ def test_encoder_is_causal(kept_steps):
         assert torch.equal(m.encode(video)[:, :kept_steps], m.encode(changed)[:, :kept_steps])
 
 
-def test_decoder_is_causal():
-    """Frames of time steps 0..k decode from tokens 0..k alone."""
-    m = model()
+@pytest.mark.parametrize("config", [TINY, REFINED], ids=["linear", "refine-head"])
+def test_decoder_is_causal(config):
+    """Frames of time steps 0..k decode from tokens 0..k alone (the refinement head too)."""
+    m = model(config)
+    if config.refine_channels:  # a trained head: its zero-initialised last layer would hide any leak
+        torch.nn.init.normal_(m.refine.net[-1].weight, std=0.1)
     tokens = torch.randint(0, TINY.codebook_size, (1, 5, 4, 4))
     changed = tokens.clone()
     changed[:, 3:] = torch.randint(0, TINY.codebook_size, (1, 2, 4, 4))
     with torch.no_grad():
         a, b = m.decode(tokens), m.decode(changed)
     assert torch.equal(a[:, :5], b[:, :5])  # time steps 0, 1, 2 = frames 0..4
+    assert not torch.equal(a[:, 5:], b[:, 5:])
+
+
+def test_refinement_head_starts_as_no_change_and_leaves_tokens_alone():
+    """Adding the head to a trained tokenizer changes neither its tokens nor (until it learns) its output."""
+    plain, refined = model(TINY), model(REFINED, seed=1)
+    refined.load_state_dict(plain.state_dict(), strict=False)
+    video = torch.rand(1, 5, 3, 32, 32)
+    with torch.no_grad():
+        tokens = plain.encode(video)
+        assert torch.equal(refined.encode(video), tokens)
+        torch.testing.assert_close(refined.decode(tokens), plain.decode(tokens))
+    assert refined.token_parameters().keys() == plain.token_parameters().keys()
+    assert not any(k.startswith(("decoder_", "to_", "refine", "quantizer.project_out"))
+                   for k in refined.token_parameters())
+
+
+def test_adversarial_losses_give_each_side_only_its_own_gradient():
+    from phenaki_cli.tokenizer.discriminator import FrameDiscriminator, adversarial_losses
+
+    torch.manual_seed(0)
+    tokenizer, critic = model().train(), FrameDiscriminator()
+    video = torch.rand(2, 5, 3, 32, 32)
+    fake = tokenizer(video).reconstruction
+    g_loss, d_loss = adversarial_losses(critic, video, fake)
+    g_loss.backward(retain_graph=True)
+    assert all(p.grad is None for p in critic.parameters())  # the generator's loss does not train the critic
+    assert tokenizer.to_rest.weight.grad.abs().sum() > 0
+    tokenizer.zero_grad()
+    d_loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in tokenizer.parameters())  # nor the critic's the tokenizer
+    # (the last bias can sum to zero: with every hinge active, real and fake pull it equally)
+    assert all(p.grad is not None for p in critic.parameters())
+    assert all(p.grad.abs().sum() > 0 for name, p in critic.named_parameters() if name.endswith("weight"))
+
+
+def test_code_lookup_ignores_autocast():
+    """Under bf16 autocast the nearest code is still chosen in fp32 (rounded scores pick other codes)."""
+    m = model()
+    latents = torch.randn(2, 3, 4, 4, TINY.dim)
+    with torch.no_grad():
+        exact = m.quantizer.lookup(latents)[1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(m.quantizer.lookup(latents)[1], exact)
 
 
 def test_straight_through_gradients_reach_the_encoder():

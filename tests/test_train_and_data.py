@@ -6,6 +6,7 @@ import torch
 from conftest import run_cli
 from phenaki_cli.config import TOKENIZER_PRESETS
 from phenaki_cli.data.datasets import VideoClips, read_manifest
+from phenaki_cli.errors import UserError
 from phenaki_cli.modeldir import load_tokenizer
 from phenaki_cli.train.tokenizer import TrainSettings, train_tokenizer
 from phenaki_cli.video_io import read_video
@@ -13,23 +14,79 @@ from phenaki_cli.video_io import read_video
 SETTINGS = dict(batch_size=2, frames=5, save_every=3, warmup_steps=2, lr=1e-3)
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"adversarial_weight": 0.1, "adversarial_start": 2}],
+                         ids=["plain", "adversarial"])
+def test_resume_continues_exactly(tmp_path, extra):
+    """Killed after a checkpoint and resumed = never stopped (with a discriminator too: its
+    weights live in the training state)."""
     config = TOKENIZER_PRESETS["tiny"]
-    train_tokenizer("shapes", tmp_path / "straight", config, TrainSettings(steps=6, **SETTINGS))
+    settings = dict(SETTINGS, **extra)
+    train_tokenizer("shapes", tmp_path / "straight", config, TrainSettings(steps=6, **settings))
     def interrupt(step, row):
         if step == 4:  # after the checkpoint of step 3, one step is lost, as with a killed run
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_tokenizer("shapes", tmp_path / "split", config, TrainSettings(steps=6, **SETTINGS), on_step=interrupt)
-    train_tokenizer("shapes", tmp_path / "split", config, TrainSettings(steps=6, **SETTINGS), resume=True)
-    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-              for d in ("straight", "split")]
-    assert len(losses[0]) == 6 and losses[0] == losses[1]
+        train_tokenizer("shapes", tmp_path / "split", config, TrainSettings(steps=6, **settings), on_step=interrupt)
+    train_tokenizer("shapes", tmp_path / "split", config, TrainSettings(steps=6, **settings), resume=True)
+    rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+            for d in ("straight", "split")]
+    assert len(rows[0]) == 6 and [r["loss"] for r in rows[0]] == [r["loss"] for r in rows[1]]
+    assert ("adv_d" in rows[0][-1]) == bool(extra) and "adv_d" not in rows[0][0]  # on from --adversarial-start
     a, _ = load_tokenizer(tmp_path / "straight")
     b, _ = load_tokenizer(tmp_path / "split")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
+    critics = [torch.load(tmp_path / d / "train_state.pt", weights_only=False)["objective"]
+               for d in ("straight", "split")]
+    assert bool(critics[0]) == bool(extra) and critics[0].keys() == critics[1].keys()
+    assert all(torch.equal(critics[0][k], critics[1][k]) for k in critics[0])
+    assert "discriminator" not in (tmp_path / "split" / "tokenizer.safetensors").read_bytes().decode("latin-1")
+    with pytest.raises(UserError, match="trained (with|without) --adversarial; resume it (with|without)"):
+        flipped = {} if extra else {"adversarial_weight": 0.1}
+        train_tokenizer("shapes", tmp_path / "split", config, TrainSettings(steps=8, **SETTINGS, **flipped),
+                        resume=True)
+
+
+def test_decoder_only_fine_tune_keeps_every_token(tmp_path, tiny_phenaki_dir):
+    """--init-from + --decoder-only + --refine-channels: a sharper decoder for the same tokens, so
+    token files, shards and the transformer trained on them stay valid; export swaps it in."""
+    from phenaki_cli.codec import encode_frames
+    from phenaki_cli.data.shapes_sampler import sample_clip
+    from phenaki_cli.data.tokens import tokenizer_fingerprint
+    from phenaki_cli.pipeline import Phenaki
+    from phenaki_cli.video_io import write_video
+
+    base = tiny_phenaki_dir  # a full model: its transformer was made for its tokenizer's tokens
+    common = ("--preset", "tiny", "--batch-size", "2", "--frames", "5", "--lr", "1e-3", "--quiet")
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "sharp", "--steps", "3",
+                              "--init-from", base, "--decoder-only", "--refine-channels", "8", *common)
+    assert code == 0, stderr
+    (old, old_hash), (sharp, sharp_hash) = load_tokenizer(base), load_tokenizer(tmp_path / "sharp")
+    assert sharp.config.refine_channels == 8 and old_hash == sharp_hash
+    assert tokenizer_fingerprint(old) == tokenizer_fingerprint(sharp)
+    frames = sample_clip("test", 0, 9, size=32).frames
+    assert (encode_frames(old, frames) == encode_frames(sharp, frames)).all()
+    assert not torch.equal(old.to_rest.weight, sharp.to_rest.weight)  # the decoder did train
+    assert sharp.refine.net[-1].weight.abs().sum() > 0
+    # a token file of the old tokenizer decodes with the new one
+    write_video(tmp_path / "clip.mp4", frames, 8)
+    assert run_cli("tokenize", tmp_path / "clip.mp4", "-o", tmp_path / "t.npz", "--model", base)[0] == 0
+    code, _, stderr = run_cli("reconstruct", tmp_path / "t.npz", "-o", tmp_path / "r.mp4", "--model", tmp_path / "sharp")
+    assert code == 0, stderr
+    # export swaps the decoder into the full model; a tokenizer that makes other tokens is refused
+    code, _, stderr = run_cli("export", base, "-o", tmp_path / "model", "--tokenizer", tmp_path / "sharp", "--quiet")
+    assert code == 0, stderr
+    assert Phenaki.from_pretrained(tmp_path / "model").tokenizer.config.refine_channels == 8
+    assert run_cli("train-tokenizer", "shapes", "-o", tmp_path / "other", "--steps", "1", *common)[0] == 0
+    code, _, stderr = run_cli("export", base, "-o", tmp_path / "model2", "--tokenizer", tmp_path / "other")
+    assert code == 2 and "makes other tokens than" in stderr and not (tmp_path / "model2").exists()
+    # resuming must keep the mode, or the encoder would start to move
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "sharp", "--steps", "4", "--resume", *common)
+    assert code == 2 and "trained with --decoder-only; resume it with --decoder-only" in stderr
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "x", "--init-from", base,
+                              "--config", tmp_path / "sharp" / "config.json", *common)
+    assert code == 2 and "--init-from takes the config" in stderr
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
@@ -79,3 +136,11 @@ def test_train_tokenizer_command_on_a_video_folder(tmp_path):
     assert code == 2 and "already exists (pass --resume" in stderr
     code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "t2", "--frames", "6")
     assert code == 2 and "got 6 frames" in stderr
+    for args, message in [(["--adversarial", "-1"], "--adversarial and --adversarial-start must be >= 0"),
+                          (["--l1", "-0.5"], "must be >= 0"),
+                          (["--adversarial", "0.1", "--strategy", "fsdp"], "--adversarial is not supported with"),
+                          (["--refine-channels", "-1"], "refine_channels and refine_features must be >= 0"),
+                          (["--init-from", tmp_path / "none"], "model directory not found")]:
+        code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "t3", *args)
+        assert code == 2 and message in stderr and "Traceback" not in stderr, (args, stderr)
+        assert not (tmp_path / "t3").exists()

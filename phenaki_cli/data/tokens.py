@@ -42,8 +42,11 @@ def fingerprint(tensors: Iterable[torch.Tensor], extra: dict | None = None) -> s
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    from phenaki_cli.config import to_dict
-    return fingerprint(tokenizer.state_dict().values(), to_dict(tokenizer.config))
+    """What decides the tokens (encoder, codebook, encoding config): a decoder fine-tuned with
+    its encoder frozen keeps the fingerprint, so shards stay usable."""
+    from phenaki_cli.config import DECODER_ONLY_FIELDS, to_dict
+    config = {k: v for k, v in to_dict(tokenizer.config).items() if k not in DECODER_ONLY_FIELDS}
+    return fingerprint(tokenizer.token_parameters().values(), config)
 
 
 def text_encoder_fingerprint(encoder) -> str:

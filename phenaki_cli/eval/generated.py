@@ -28,17 +28,42 @@ class StoryResult:
     held_out: list[bool]  # per clause, in report order: a composition training never saw
 
 
+def tokenizer_ceiling(model: Phenaki, frames: np.ndarray, scene_frames: list[int],
+                      settings: SamplingConfig) -> np.ndarray:
+    """The true frames through the tokenizer alone, window by window as `generate` decodes them
+    (each window's first K frames re-encoded): the best any transformer can score with this
+    tokenizer, since a perfect one would choose exactly these tokens."""
+    from phenaki_cli.codec import decode_grid, encode_frames
+
+    made = []
+    done = 0
+    for window in model.plan(scene_frames, settings):
+        clip = frames[done - window.prime: done - window.prime + window.frames]
+        clip = np.concatenate([clip, np.repeat(clip[-1:], window.frames - len(clip), axis=0)])  # past the end
+        decoded = decode_grid(model.tokenizer, encode_frames(model.tokenizer, clip))
+        made.append(decoded[window.prime: window.prime + window.keep])
+        done += window.keep
+    return np.concatenate(made)
+
+
 def generate_and_score(model: Phenaki, stories: int, split: str = "test", seed: int = 0,
                        settings: SamplingConfig | None = None, scenes: tuple[int, int] = (2, 6),
-                       on_story: Callable[[StoryResult], None] | None = None) -> list[StoryResult]:
+                       on_story: Callable[[StoryResult], None] | None = None,
+                       ceiling: bool = False) -> list[StoryResult]:
+    """Generate and score `stories` random stories; with `ceiling`, score tokenizer_ceiling's
+    reconstructions of the true renders instead."""
     frames_per_scene = round(DEFAULT_SCENE_SECONDS * DEFAULT_FPS)
+    settings = settings or model.settings()
     results = []
     for index in range(stories):
         story = sample_rendered_story(split, index, scenes=scenes, frames_per_scene=frames_per_scene,
                                       size=model.tokenizer.config.image_size)
         prompts = [c.text() for c in story.captions]
-        video = np.concatenate([f for _, f in model.generate([(p, frames_per_scene) for p in prompts], settings,
-                                                             seed=seed + index)])
+        if ceiling:
+            video = tokenizer_ceiling(model, story.rendering.frames, [frames_per_scene] * len(prompts), settings)
+        else:
+            video = np.concatenate([f for _, f in model.generate([(p, frames_per_scene) for p in prompts], settings,
+                                                                 seed=seed + index)])
         ranges = [(i * frames_per_scene, (i + 1) * frames_per_scene) for i in range(len(prompts))]
         report = analyse(video, story.captions, ranges)
         held_out = [is_held_out(clause) for caption in story.captions for clause in caption.clauses]  # report order

@@ -33,6 +33,25 @@ class TokenizerOutput:
     used_fraction: torch.Tensor
 
 
+class RefineHead(nn.Module):
+    """Per-frame 3×3 convolutions from the unpatchified RGB + features to an RGB correction.
+
+    The last layer starts at zero, so adding the head to a trained tokenizer changes nothing
+    until it learns. Frames are folded into the batch: no operation mixes time."""
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(channels, out_channels, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        return rearrange(self.net(rearrange(x, "b f c h w -> (b f) c h w")), "(b f) c h w -> b f c h w", b=b)
+
+
 class CViViT(nn.Module):
     def __init__(self, config: TokenizerConfig):
         super().__init__()
@@ -56,6 +75,15 @@ class CViViT(nn.Module):
         self.decoder_norm = nn.LayerNorm(c.dim)
         self.to_first = nn.Linear(c.dim, c.channels * p * p)
         self.to_rest = nn.Linear(c.dim, c.channels * t * p * p)
+        if c.refine_channels:
+            e = c.refine_features
+            self.to_first_features = nn.Linear(c.dim, e * p * p)
+            self.to_rest_features = nn.Linear(c.dim, e * t * p * p)
+            self.refine = RefineHead(c.channels + e, c.refine_channels, c.channels)
+
+    # which tokens a video gets depends on these weights alone; the rest only draws tokens
+    # (the quantizer's project_out included), so it can be fine-tuned with tokens unchanged
+    ENCODER_PREFIXES = ("embed_", "encoder_", "quantizer.project_in.", "quantizer.codebook")
 
     # ----- shapes ---------------------------------------------------------------------------
     def check_video(self, video: torch.Tensor) -> None:
@@ -67,6 +95,10 @@ class CViViT(nn.Module):
             raise UserError(f"video frames are {ch}×{h}×{w}; this tokenizer takes "
                             f"{c.channels}×{c.image_size}×{c.image_size}")
         check_frame_count(f, c.temporal_patch_size)
+
+    def token_parameters(self) -> dict[str, torch.Tensor]:
+        """The weights that decide which tokens a video gets (encoder + codebook), by name."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(self.ENCODER_PREFIXES)}
 
     def token_shape(self, num_frames: int) -> tuple[int, int, int]:
         g = self.config.grid_size
@@ -109,16 +141,23 @@ class CViViT(nn.Module):
         return self.quantizer.lookup(self.encode_latents(video))[1]
 
     # ----- decoder --------------------------------------------------------------------------
+    def _unpatchify(self, x: torch.Tensor, to_first: nn.Linear, to_rest: nn.Linear) -> torch.Tensor:
+        """(b, T, h, w, dim) → (b, 1 + t·(T-1), c, H, W) through the first-frame / tubelet projections."""
+        p, t = self.config.patch_size, self.config.temporal_patch_size
+        frames = [rearrange(to_first(x[:, :1]), "b f h w (c p1 p2) -> b f c (h p1) (w p2)", p1=p, p2=p)]
+        if x.shape[1] > 1:
+            frames.append(rearrange(to_rest(x[:, 1:]), "b f h w (c pt p1 p2) -> b (f pt) c (h p1) (w p2)",
+                                    pt=t, p1=p, p2=p))
+        return torch.cat(frames, dim=1)
+
     def decode_latents(self, x: torch.Tensor) -> torch.Tensor:
-        p, t, ch = self.config.patch_size, self.config.temporal_patch_size, self.config.channels
         x = self._temporal(x, self.decoder_temporal)
         x = self.decoder_norm(self._spatial(x, self.decoder_spatial_pos, self.decoder_spatial))
-        frames = [rearrange(self.to_first(x[:, :1]), "b f h w (c p1 p2) -> b f c (h p1) (w p2)",
-                            c=ch, p1=p, p2=p)]
-        if x.shape[1] > 1:
-            frames.append(rearrange(self.to_rest(x[:, 1:]), "b f h w (c pt p1 p2) -> b (f pt) c (h p1) (w p2)",
-                                    c=ch, pt=t, p1=p, p2=p))
-        return (torch.cat(frames, dim=1) + 1) / 2
+        video = self._unpatchify(x, self.to_first, self.to_rest)
+        if self.config.refine_channels:
+            features = self._unpatchify(x, self.to_first_features, self.to_rest_features)
+            video = video + self.refine(torch.cat([video, features], dim=2))
+        return (video + 1) / 2
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Token indices (b, T, h, w) → video (b, 1 + t·(T-1), c, H, W) clamped to [0, 1]."""

@@ -46,9 +46,13 @@ class FactorizedVQ(nn.Module):
         return F.normalize(self.codebook, dim=-1)
 
     def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., dim) → normalized low-dim vectors (..., code_dim) and code indices (...)."""
-        z = F.normalize(self.project_in(x), dim=-1)
-        indices = (z @ self.normalized_codes().t()).argmax(dim=-1)
+        """(..., dim) → normalized low-dim vectors (..., code_dim) and code indices (...).
+
+        Always in fp32, also under bf16/fp16 autocast: nearby codes differ by less than bf16's
+        precision, and a rounded comparison would pick other codes."""
+        with torch.autocast(x.device.type, enabled=False):
+            z = F.normalize(self.project_in(x.float()), dim=-1)
+            indices = (z @ self.normalized_codes().t()).argmax(dim=-1)
         return z, indices
 
     def embed(self, indices: torch.Tensor) -> torch.Tensor:

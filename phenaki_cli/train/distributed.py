@@ -112,10 +112,3 @@ def no_sync(wrapped: nn.Module, last_micro: bool):
     return contextlib.nullcontext()
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 / fp16 autocast where the device supports it; fp32 runs as is."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("--precision fp16 needs a CUDA device (use bf16 on CPU)")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -12,6 +12,7 @@ optimizer step `step`, already on the device, or None when it has nothing to lea
 
 With EMA on, the model directory holds the EMA weights (what sampling should use) and the
 training state holds the raw weights, so a resumed run continues from exactly where it was.
+Weights the objective holds beside the model (a discriminator) go to the training state only.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from phenaki_cli.errors import UserError
-from phenaki_cli.runtime import raise_if_interrupted
+from phenaki_cli.runtime import PRECISIONS, precision_scope, raise_if_interrupted
 from phenaki_cli.train.checkpoint import PREVIEWS_DIR, load_checkpoint, save_checkpoint
-from phenaki_cli.train.distributed import STRATEGIES, Distributed, autocast, no_sync, wrap
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from phenaki_cli.train.distributed import STRATEGIES, Distributed, no_sync, wrap
 
 
 @dataclass
@@ -83,7 +82,7 @@ class Objective(nn.Module):
 
     def forward(self, batch) -> tuple[torch.Tensor, dict]:
         if batch is None:
-            return sum(p.sum() for p in self.model.parameters()) * 0.0, {}
+            return sum(p.sum() for p in self.parameters()) * 0.0, {}
         return self.loss(batch)
 
 
@@ -136,10 +135,11 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
         start_step, log, state = load_checkpoint(out)
         if "model" in state:  # raw weights when the directory holds EMA weights
             model.load_state_dict(state["model"])
+        own = _objective_weights(objective, state, out)
         if isinstance(next(iter(state["optimizer"]["state"]), 0), int):  # written by optimizer.state_dict()
             optimizer.load_state_dict(state["optimizer"])
         else:  # parameter names: any strategy, any number of processes
-            set_state_dict(wrapped, optimizer, model_state_dict={}, optim_state_dict=state["optimizer"],
+            set_state_dict(wrapped, optimizer, model_state_dict=own, optim_state_dict=state["optimizer"],
                            options=StateDictOptions(full_state_dict=True, strict=False))
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and "scaler" in state:
@@ -159,8 +159,10 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
         if not where.is_main:
             where.barrier()
             return
+        # the objective's own weights (e.g. a discriminator) live in the training state only
+        own = {k: v for k, v in weights.items() if not k.startswith("model.")}
         weights = {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
-        state = dict(extra_state or {}, optimizer=optimizer_state, scheduler=scheduler.state_dict())
+        state = dict(extra_state or {}, optimizer=optimizer_state, scheduler=scheduler.state_dict(), objective=own)
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         if ema is not None:
@@ -192,7 +194,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
                 micro_metrics.append({})
                 continue
             last = micro == len(parts) - 1
-            with no_sync(wrapped, last), autocast(where.device, settings.precision):
+            with no_sync(wrapped, last), precision_scope(where.device, settings.precision):
                 # a process with nothing to learn still joins the gradient all-reduce, with zeros
                 loss, metrics = wrapped(batch)
             micro_metrics.append(metrics)
@@ -227,6 +229,17 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
     if board is not None:
         board.close()
     return log[-1] if log else {}
+
+
+def _objective_weights(objective: Objective, state: dict, out: Path) -> dict:
+    """The saved weights of the objective beside its model (a discriminator, say), checked
+    against this run's objective by name."""
+    saved = state.get("objective", {})
+    expected = {k for k in objective.state_dict() if not k.startswith("model.")}
+    if set(saved) != expected:
+        raise UserError(f"{out}: the checkpoint's training-only weights ({', '.join(sorted(saved)[:3]) or 'none'}) "
+                        f"do not match this run's ({', '.join(sorted(expected)[:3]) or 'none'})")
+    return saved
 
 
 def _mean_metrics(rows: list[dict]) -> dict:

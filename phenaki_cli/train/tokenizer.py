@@ -18,7 +18,10 @@ from phenaki_cli.config import TokenizerConfig, from_dict
 from phenaki_cli.data.datasets import VideoClips
 from phenaki_cli.modeldir import load_weights, read_config
 from phenaki_cli.tokenizer import CViViT
-from phenaki_cli.train.checkpoint import check_new_run, is_training_folder
+from phenaki_cli.tokenizer.cvivit import TokenizerOutput
+from phenaki_cli.tokenizer.discriminator import FrameDiscriminator, adversarial_losses
+from phenaki_cli.errors import UserError
+from phenaki_cli.train.checkpoint import check_new_run, is_training_folder, saved_settings
 from phenaki_cli.train.distributed import Distributed
 from phenaki_cli.train.loop import LoopSettings, Objective, fit
 from phenaki_cli.video_io import frames_to_tensor
@@ -31,6 +34,23 @@ class TrainSettings(LoopSettings):
     frames: int = 17
     fps: float = 8.0
     workers: int = 0
+    l1_weight: float = 0.0  # an L1 reconstruction term beside L2 (sharper edges than L2 alone)
+    # train the decoder alone: encoder and codebook frozen, so every token a video gets (and any
+    # transformer trained on those tokens) stays valid
+    decoder_only: bool = False
+    adversarial_weight: float = 0.0  # 0: no discriminator
+    adversarial_start: int = 0  # the step the adversarial loss starts at (after the codes settle)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.l1_weight < 0 or self.adversarial_weight < 0 or self.adversarial_start < 0:
+            raise UserError("--l1, --adversarial and --adversarial-start must be >= 0")
+        if self.adversarial_weight and self.strategy == "fsdp":  # untested: its detached weights would be shards
+            raise UserError("--adversarial is not supported with --strategy fsdp (use ddp)")
+
+
+# what `init_from` may lack: a refinement head added for fine-tuning
+NEW_HEAD_PREFIXES = ("to_first_features.", "to_rest_features.", "refine.")
 
 
 class ShapesClips:
@@ -57,17 +77,55 @@ def collate_videos(items) -> tuple[torch.Tensor | None, int]:
 
 
 class TokenizerObjective(Objective):
-    """L2 reconstruction + VQ (codebook and commitment) losses."""
+    """L2 (+ optional L1) reconstruction + VQ (codebook and commitment) losses, and optionally
+    the adversarial loss of a frame discriminator (tokenizer/discriminator.py) from a given step.
 
-    metric_names = ("loss", "mse", "vq", "psnr", "perplexity", "codes_used")
+    A batch is (video, step): the step says whether the adversarial loss is on yet."""
 
-    def loss(self, video: torch.Tensor):
-        result = self.model(video)
-        mse = F.mse_loss(result.reconstruction.float(), video)
-        loss = mse + result.vq_loss
-        return loss, {"loss": loss.item(), "mse": mse.item(), "vq": result.vq_loss.item(),
-                      "psnr": float(10 * np.log10(1 / max(mse.item(), 1e-10))),
-                      "perplexity": result.perplexity.item(), "codes_used": result.used_fraction.item()}
+    metric_names = ("loss", "mse", "l1", "vq", "psnr", "perplexity", "codes_used", "adv_g", "adv_d")
+
+    def __init__(self, model: CViViT, l1_weight: float = 0.0, adversarial_weight: float = 0.0,
+                 adversarial_start: int = 0, decoder_only: bool = False):
+        super().__init__(model)
+        self.l1_weight, self.adversarial_weight, self.adversarial_start = l1_weight, adversarial_weight, adversarial_start
+        self.decoder_only = decoder_only
+        # training-only weights: the loop keeps them in the training state, not in the model directory
+        self.discriminator = FrameDiscriminator(model.config.channels) if adversarial_weight else None
+
+    def loss(self, batch: tuple[torch.Tensor, int]):
+        video, step = batch
+        result = self._decoder_only(video) if self.decoder_only else self.model(video)
+        reconstruction = result.reconstruction.float()
+        mse = F.mse_loss(reconstruction, video)
+        l1 = F.l1_loss(reconstruction, video)
+        loss = mse + self.l1_weight * l1 + result.vq_loss
+        metrics = {"mse": mse.item(), "l1": l1.item(), "vq": result.vq_loss.item(),
+                   "psnr": float(10 * np.log10(1 / max(mse.item(), 1e-10))),
+                   "perplexity": result.perplexity.item(), "codes_used": result.used_fraction.item()}
+        if self.discriminator is not None:
+            if step >= self.adversarial_start:
+                g_loss, d_loss = adversarial_losses(self.discriminator, video, reconstruction)
+                loss = loss + self.adversarial_weight * g_loss + d_loss
+                metrics.update(adv_g=g_loss.item(), adv_d=d_loss.item())
+            else:  # not yet: the discriminator still takes part in the graph (DDP needs every parameter)
+                loss = loss + sum(p.sum() for p in self.discriminator.parameters()) * 0.0
+        return loss, dict(metrics, loss=loss.item())
+
+    def _decoder_only(self, video: torch.Tensor) -> TokenizerOutput:
+        """Tokens exactly as inference makes them (fp32, outside any autocast), then the decoder."""
+        with torch.no_grad(), torch.autocast(video.device.type, enabled=False):
+            q = self.model.quantizer(self.model.encode_latents(video))
+        reconstruction = self.model.decode_latents(self.model.quantizer.embed(q.indices))
+        return TokenizerOutput(reconstruction, q.indices, q.loss, q.perplexity, q.used_fraction)
+
+
+def freeze_encoder(model: CViViT) -> None:
+    """Decoder-only training: no gradient for the weights that choose tokens, and the quantizer
+    in eval mode (no dead-code restarts), so the tokens of every video stay exactly as they were."""
+    frozen = model.token_parameters().keys()
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    model.quantizer.eval()
 
 
 def write_reconstruction_preview(model: CViViT, frames: np.ndarray, path: Path, fps: float) -> None:
@@ -81,19 +139,31 @@ def write_reconstruction_preview(model: CViViT, frames: np.ndarray, path: Path, 
 
 def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, settings: TrainSettings,
                     resume: bool = False, on_step: Callable[[int, dict], None] | None = None,
-                    where: Distributed | None = None) -> dict:
-    """Train (or resume training) a C-ViViT; returns the last logged metrics."""
+                    where: Distributed | None = None, init_from: str | Path | None = None) -> dict:
+    """Train (or resume training) a C-ViViT; returns the last logged metrics.
+
+    A new run may start from the weights of `init_from` (fine-tuning): `config` must then be
+    that tokenizer's, or it with a refinement head added (the head starts at zero)."""
     out = Path(out)
     where = where or Distributed()
     torch.manual_seed(settings.seed)
     resuming = resume and is_training_folder(out)
     if resuming:
         config = from_dict(TokenizerConfig, read_config(out)["tokenizer"], f"{out}/config.json [tokenizer]")
+        saved = saved_settings(out)
+        for flag, key in (("--decoder-only", "decoder_only"), ("--adversarial", "adversarial_weight")):
+            if bool(saved.get(key)) != bool(getattr(settings, key)):
+                was = "with" if saved.get(key) else "without"
+                raise UserError(f"{out}: this run was trained {was} {flag}; resume it {was} {flag}")
     else:
         check_new_run(out)
     model = CViViT(config).train()
     if resuming:
         load_weights(model, out / "tokenizer.safetensors")
+    elif init_from is not None:
+        load_weights(model, Path(init_from) / "tokenizer.safetensors", new_prefixes=NEW_HEAD_PREFIXES)
+    if settings.decoder_only:
+        freeze_encoder(model)
     source = clip_source(data, settings.frames, config.image_size, settings.fps, settings.seed)
     parts = where.parts(settings.accumulate)
     loader, skipped = None, 0
@@ -112,7 +182,7 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
             loader = batches(step)
         video, unreadable = next(loader)
         skipped += unreadable
-        return None if video is None else video.to(where.device)
+        return None if video is None else (video.to(where.device), step)
 
     def preview(weights: dict, folder: Path, step: int) -> None:
         sample = next((s for s in map(source.__getitem__, range(8)) if s is not None), None)  # each read once
@@ -121,7 +191,9 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
             snapshot.load_state_dict(weights)
             write_reconstruction_preview(snapshot, sample[0], folder / f"step-{step:06d}.mp4", settings.fps)
 
-    return fit(out, model, TokenizerObjective(model), settings, resuming, load_batch,
+    objective = TokenizerObjective(model, settings.l1_weight, settings.adversarial_weight, settings.adversarial_start,
+                                   settings.decoder_only)
+    return fit(out, model, objective, settings, resuming, load_batch,
                sections=lambda weights: {"tokenizer": (config, weights)}, where=where,
                extra_state={"data": data}, preview=preview,
                extra_metrics=lambda: {"skipped_files": skipped}, on_step=on_step)
