@@ -59,7 +59,10 @@ train-demo: $(STAMP)
 	$(BIN)/phenaki train $(TRAIN)/tokens -o $(TRAIN)/model --tokenizer $(TRAIN)/tokenizer --preset shapes \
 		--frames 21 --prime-frames 5 --steps 5500 --batch-size 8 --lr 5e-4 --precision bf16 \
 		--tasks predict=0.1,rewind=0.1,infill=0.1,box=0.1 --resume
-	$(BIN)/phenaki export $(TRAIN)/model -o $(TRAIN)/shapes-64 --card $(MODEL)/MODEL_CARD.md --overwrite
+	$(BIN)/phenaki train-tokenizer shapes -o $(TRAIN)/decoder --init-from $(TRAIN)/tokenizer --decoder-only \
+		--refine-channels 32 --steps 5000 --batch-size 8 --frames 21 --lr 2e-4 --precision bf16 --resume
+	$(BIN)/phenaki export $(TRAIN)/model -o $(TRAIN)/shapes-64 --tokenizer $(TRAIN)/decoder \
+		--card $(MODEL)/MODEL_CARD.md --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

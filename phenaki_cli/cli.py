@@ -395,6 +395,9 @@ def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int,
     table.add_row(split, summary["videos"], str(summary["stories"]), str(summary["clauses"]), fmt(summary["prompt_accuracy"]),
                   fmt(summary["continuity"]), str(summary["held_out_clauses"]), fmt(summary["held_out_accuracy"]))
     out.print(table)
+    if "psnr" in summary:
+        out.print(f"tokenizer PSNR against the true stories: {summary['psnr']:.2f} dB (worst story "
+                  f"{summary['psnr_worst']:.2f} dB)")
 
 
 def _eval_task(task: str, count: int, model: Path, seed: int, steps, guidance, temperature, as_json: bool,

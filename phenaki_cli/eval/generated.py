@@ -17,6 +17,7 @@ from phenaki_cli.config import SamplingConfig
 from phenaki_cli.data.shapes_sampler import is_held_out, sample_rendered_story
 from phenaki_cli.data.shapes_world import DEFAULT_FPS, DEFAULT_SCENE_SECONDS
 from phenaki_cli.eval.analyser import Report, analyse
+from phenaki_cli.eval.metrics import psnr
 from phenaki_cli.pipeline import Phenaki
 
 
@@ -26,6 +27,7 @@ class StoryResult:
     prompts: list[str]
     report: Report
     held_out: list[bool]  # per clause, in report order: a composition training never saw
+    psnr: float | None = None  # with `ceiling`: the reconstruction against the true frames
 
 
 def tokenizer_ceiling(model: Phenaki, frames: np.ndarray, scene_frames: list[int],
@@ -59,15 +61,17 @@ def generate_and_score(model: Phenaki, stories: int, split: str = "test", seed: 
         story = sample_rendered_story(split, index, scenes=scenes, frames_per_scene=frames_per_scene,
                                       size=model.tokenizer.config.image_size)
         prompts = [c.text() for c in story.captions]
+        quality = None
         if ceiling:
             video = tokenizer_ceiling(model, story.rendering.frames, [frames_per_scene] * len(prompts), settings)
+            quality = psnr(story.rendering.frames, video)
         else:
             video = np.concatenate([f for _, f in model.generate([(p, frames_per_scene) for p in prompts], settings,
                                                                  seed=seed + index)])
         ranges = [(i * frames_per_scene, (i + 1) * frames_per_scene) for i in range(len(prompts))]
         report = analyse(video, story.captions, ranges)
         held_out = [is_held_out(clause) for caption in story.captions for clause in caption.clauses]  # report order
-        result = StoryResult(index, prompts, report, held_out)
+        result = StoryResult(index, prompts, report, held_out, quality)
         results.append(result)
         if on_story is not None:
             on_story(result)
@@ -78,7 +82,9 @@ def summarize(results: list[StoryResult]) -> dict:
     clauses = [c.ok for r in results for c in r.report.clauses]
     boundaries = [b.ok for r in results for b in r.report.boundaries]
     held = [c.ok for r in results for c, h in zip(r.report.clauses, r.held_out) if h]
+    scores = [r.psnr for r in results if r.psnr is not None]
     return {"stories": len(results), "clauses": len(clauses), "boundaries": len(boundaries),
             "prompt_accuracy": float(np.mean(clauses)) if clauses else None,
             "continuity": float(np.mean(boundaries)) if boundaries else None,
-            "held_out_clauses": len(held), "held_out_accuracy": float(np.mean(held)) if held else None}
+            "held_out_clauses": len(held), "held_out_accuracy": float(np.mean(held)) if held else None,
+            **({"psnr": float(np.mean(scores)), "psnr_worst": float(np.min(scores))} if scores else {})}
