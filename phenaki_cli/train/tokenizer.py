@@ -16,11 +16,11 @@ import torch.nn.functional as F
 
 from phenaki_cli.config import TokenizerConfig, from_dict
 from phenaki_cli.data.datasets import VideoClips
+from phenaki_cli.errors import UserError
 from phenaki_cli.modeldir import load_weights, read_config
 from phenaki_cli.tokenizer import CViViT
 from phenaki_cli.tokenizer.cvivit import TokenizerOutput
 from phenaki_cli.tokenizer.discriminator import FrameDiscriminator, adversarial_losses
-from phenaki_cli.errors import UserError
 from phenaki_cli.train.checkpoint import check_new_run, is_training_folder, saved_settings
 from phenaki_cli.train.distributed import Distributed
 from phenaki_cli.train.loop import LoopSettings, Objective, fit
@@ -157,6 +157,8 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
                 raise UserError(f"{out}: this run was trained {was} {flag}; resume it {was} {flag}")
     else:
         check_new_run(out)
+        if settings.decoder_only and init_from is None:
+            raise UserError("--decoder-only trains the decoder of a trained tokenizer: give it with --init-from DIR")
     model = CViViT(config).train()
     if resuming:
         load_weights(model, out / "tokenizer.safetensors")
