@@ -171,9 +171,14 @@ def config_hash(data: dict) -> str:
 DECODER_ONLY_FIELDS = ("refine_channels", "refine_features")
 
 
+def encoding_config(tokenizer_config: dict) -> dict:
+    """The tokenizer config without its decoder-only fields: what decides the tokens."""
+    return {k: v for k, v in tokenizer_config.items() if k not in DECODER_ONLY_FIELDS}
+
+
 def tokens_hash(tokenizer_config: dict) -> str:
-    """The hash recorded with token files: the tokenizer config without its decoder-only fields."""
-    return config_hash({k: v for k, v in tokenizer_config.items() if k not in DECODER_ONLY_FIELDS})
+    """The hash recorded with token files."""
+    return config_hash(encoding_config(tokenizer_config))
 
 
 # Named sizes. "reference" is the benchmark config (compare with phenaki-pytorch 0.5.0);

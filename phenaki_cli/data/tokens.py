@@ -44,9 +44,8 @@ def fingerprint(tensors: Iterable[torch.Tensor], extra: dict | None = None) -> s
 def tokenizer_fingerprint(tokenizer) -> str:
     """What decides the tokens (encoder, codebook, encoding config): a decoder fine-tuned with
     its encoder frozen keeps the fingerprint, so shards stay usable."""
-    from phenaki_cli.config import DECODER_ONLY_FIELDS, to_dict
-    config = {k: v for k, v in to_dict(tokenizer.config).items() if k not in DECODER_ONLY_FIELDS}
-    return fingerprint(tokenizer.token_parameters().values(), config)
+    from phenaki_cli.config import encoding_config, to_dict
+    return fingerprint(tokenizer.token_parameters().values(), encoding_config(to_dict(tokenizer.config)))
 
 
 def text_encoder_fingerprint(encoder) -> str:

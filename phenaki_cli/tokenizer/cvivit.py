@@ -84,6 +84,8 @@ class CViViT(nn.Module):
     # which tokens a video gets depends on these weights alone; the rest only draws tokens
     # (the quantizer's project_out included), so it can be fine-tuned with tokens unchanged
     ENCODER_PREFIXES = ("embed_", "encoder_", "quantizer.project_in.", "quantizer.codebook")
+    # the refinement head: what a tokenizer trained without one lacks when it is added for fine-tuning
+    REFINE_PREFIXES = ("to_first_features.", "to_rest_features.", "refine.")
 
     # ----- shapes ---------------------------------------------------------------------------
     def check_video(self, video: torch.Tensor) -> None:

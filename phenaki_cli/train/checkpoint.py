@@ -77,14 +77,6 @@ def save_checkpoint(out: Path, sections: dict[str, tuple[Any, nn.Module | dict |
     save_model_dir(out, sections, extra=extra, write_files=files)
 
 
-def saved_settings(out: Path) -> dict:
-    """The training settings a checkpoint was written with (to check a resume against them)."""
-    try:
-        return torch.load(out / STATE_FILE, weights_only=False, map_location="cpu").get("settings", {})
-    except (OSError, RuntimeError, EOFError) as e:
-        raise UserError(f"{out / STATE_FILE}: cannot read the training state ({e})") from None
-
-
 def load_checkpoint(out: Path) -> tuple[int, list[dict], dict]:
     """Read a checkpoint's state and restore the RNG; returns (step, metrics log up to it, the saved state)."""
     try:

@@ -111,13 +111,15 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
         where: Distributed | None = None, extra: dict | None = None, extra_state: dict | None = None,
         write_files: Callable[[Path], None] | None = None,
         preview: Callable[[dict[str, torch.Tensor], Path, int], None] | None = None,
-        extra_metrics: Callable[[], dict] | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
+        extra_metrics: Callable[[], dict] | None = None, on_step: Callable[[int, dict], None] | None = None,
+        check_resume: Callable[[dict], None] | None = None) -> dict:
     """Run optimizer steps up to `settings.steps`; returns the last logged metrics.
 
     `objective` holds `model` as a submodule; `sections(weights)` names the model directory's
     parts given the model's state dict; `preview(weights, folder, step)` writes preview files
     from the model's (full, CPU) state dict; `extra_metrics()` adds to each
-    logged row (e.g. a count of unreadable files)."""
+    logged row (e.g. a count of unreadable files); `check_resume(state)` may refuse a resume given
+    the saved training state (its "settings" are the settings the run was started with)."""
     settings.validate()
     where = where or Distributed()
     model.to(where.device)
@@ -133,6 +135,8 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
     start_step, log = 0, []
     if resuming:
         start_step, log, state = load_checkpoint(out)
+        if check_resume is not None:
+            check_resume(state)
         if "model" in state:  # raw weights when the directory holds EMA weights
             model.load_state_dict(state["model"])
         own = _objective_weights(objective, state, out)

@@ -21,7 +21,7 @@ from phenaki_cli.modeldir import load_weights, read_config
 from phenaki_cli.tokenizer import CViViT
 from phenaki_cli.tokenizer.cvivit import TokenizerOutput
 from phenaki_cli.tokenizer.discriminator import FrameDiscriminator, adversarial_losses
-from phenaki_cli.train.checkpoint import check_new_run, is_training_folder, saved_settings
+from phenaki_cli.train.checkpoint import check_new_run, is_training_folder
 from phenaki_cli.train.distributed import Distributed
 from phenaki_cli.train.loop import LoopSettings, Objective, fit
 from phenaki_cli.video_io import frames_to_tensor
@@ -48,9 +48,6 @@ class TrainSettings(LoopSettings):
         if self.adversarial_weight and self.strategy == "fsdp":  # untested: its detached weights would be shards
             raise UserError("--adversarial is not supported with --strategy fsdp (use ddp)")
 
-
-# what `init_from` may lack: a refinement head added for fine-tuning
-NEW_HEAD_PREFIXES = ("to_first_features.", "to_rest_features.", "refine.")
 
 
 class ShapesClips:
@@ -150,11 +147,6 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
     resuming = resume and is_training_folder(out)
     if resuming:
         config = from_dict(TokenizerConfig, read_config(out)["tokenizer"], f"{out}/config.json [tokenizer]")
-        saved = saved_settings(out)
-        for flag, key in (("--decoder-only", "decoder_only"), ("--adversarial", "adversarial_weight")):
-            if bool(saved.get(key)) != bool(getattr(settings, key)):
-                was = "with" if saved.get(key) else "without"
-                raise UserError(f"{out}: this run was trained {was} {flag}; resume it {was} {flag}")
     else:
         check_new_run(out)
         if settings.decoder_only and init_from is None:
@@ -163,7 +155,7 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
     if resuming:
         load_weights(model, out / "tokenizer.safetensors")
     elif init_from is not None:
-        load_weights(model, Path(init_from) / "tokenizer.safetensors", new_prefixes=NEW_HEAD_PREFIXES)
+        load_weights(model, Path(init_from) / "tokenizer.safetensors", new_prefixes=CViViT.REFINE_PREFIXES)
     if settings.decoder_only:
         freeze_encoder(model)
     source = clip_source(data, settings.frames, config.image_size, settings.fps, settings.seed)
@@ -193,9 +185,16 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
             snapshot.load_state_dict(weights)
             write_reconstruction_preview(snapshot, sample[0], folder / f"step-{step:06d}.mp4", settings.fps)
 
+    def check_resume(state: dict) -> None:  # the modes that must not change within a run
+        saved = state.get("settings", {})
+        for flag, key in (("--decoder-only", "decoder_only"), ("--adversarial", "adversarial_weight")):
+            if bool(saved.get(key)) != bool(getattr(settings, key)):
+                was = "with" if saved.get(key) else "without"
+                raise UserError(f"{out}: this run was trained {was} {flag}; resume it {was} {flag}")
+
     objective = TokenizerObjective(model, settings.l1_weight, settings.adversarial_weight, settings.adversarial_start,
                                    settings.decoder_only)
     return fit(out, model, objective, settings, resuming, load_batch,
                sections=lambda weights: {"tokenizer": (config, weights)}, where=where,
                extra_state={"data": data}, preview=preview,
-               extra_metrics=lambda: {"skipped_files": skipped}, on_step=on_step)
+               extra_metrics=lambda: {"skipped_files": skipped}, on_step=on_step, check_resume=check_resume)
