@@ -70,6 +70,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/tokenizer.py
 	$(BIN)/python bench/sampling.py
+	$(BIN)/python bench/token_locality.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -85,6 +85,9 @@ def train_tokenizer_command(
                                           "a transformer trained on them) stay valid."),
         refine_channels: Optional[int] = typer.Option(None, "--refine-channels", help="Add a per-frame "
                                                       "convolutional refinement head of this width (0: none)."),
+        encoder_window: Optional[int] = typer.Option(None, "--encoder-window", help="Encoder spatial attention "
+                                                     "within this many patches (0: all-to-all); local tokens "
+                                                     "are easier for the transformer to predict."),
         l1: float = typer.Option(0.0, "--l1", help="Weight of an L1 reconstruction term beside L2."),
         adversarial: float = typer.Option(0.0, "--adversarial", help="Weight of a frame discriminator's "
                                           "adversarial loss (0: off; e.g. 0.1)."),
@@ -113,9 +116,13 @@ def train_tokenizer_command(
         cfg = TOKENIZER_PRESETS[preset]
     else:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
+    if encoder_window is not None:
+        if init_from is not None:
+            raise UserError("--encoder-window changes the encoder, so it cannot start from --init-from's weights")
+        cfg = dataclasses.replace(cfg, encoder_window=encoder_window)
     if refine_channels is not None:
         cfg = dataclasses.replace(cfg, refine_channels=refine_channels)
-        cfg.validate()
+    cfg.validate()
     check_frame_count(frames, cfg.temporal_patch_size)
     settings = _loop_settings(TrainSettings, steps=steps, batch_size=batch_size, frames=frames, fps=fps, lr=lr,
                               save_every=save_every, seed=seed, workers=workers, warmup_cap=100,

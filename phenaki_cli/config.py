@@ -36,6 +36,12 @@ class TokenizerConfig:
     # per-frame 3×3 convolutions over its output fix both. Per frame, so causality is untouched.
     refine_channels: int = 0
     refine_features: int = 8  # extra feature channels the unpatchify hands the head beside RGB
+    # Encoder spatial attention (0 = all-to-all, as in the paper): with r > 0 each patch attends only
+    # to patches at most r rows and r columns away, with a learned relative-position bias instead of
+    # absolute positions. All-to-all encoders spread an object's details over far background tokens
+    # (a black patch gets dozens of codes depending on where the objects are), which a masked token
+    # model then has to predict from global context; local tokens say what is in their own patch.
+    encoder_window: int = 0
 
     def validate(self) -> None:
         positive = ["image_size", "channels", "patch_size", "temporal_patch_size", "dim", "heads",
@@ -50,6 +56,8 @@ class TokenizerConfig:
             raise UserError("tokenizer config: depths must be >= 0")
         if self.refine_channels < 0 or self.refine_features < 0:
             raise UserError("tokenizer config: refine_channels and refine_features must be >= 0")
+        if self.encoder_window < 0:
+            raise UserError(f"tokenizer config: encoder_window must be >= 0, got {self.encoder_window}")
 
     @property
     def grid_size(self) -> int:
@@ -171,9 +179,15 @@ def config_hash(data: dict) -> str:
 DECODER_ONLY_FIELDS = ("refine_channels", "refine_features")
 
 
+# Encoder fields added after token files existed, with the value that means "as before": left out
+# of the hash at that value, so older token files and shard fingerprints still match.
+LATER_ENCODER_FIELDS = {"encoder_window": 0}
+
+
 def encoding_config(tokenizer_config: dict) -> dict:
     """The tokenizer config without its decoder-only fields: what decides the tokens."""
-    return {k: v for k, v in tokenizer_config.items() if k not in DECODER_ONLY_FIELDS}
+    return {k: v for k, v in tokenizer_config.items()
+            if k not in DECODER_ONLY_FIELDS and LATER_ENCODER_FIELDS.get(k, object()) != v}
 
 
 def tokens_hash(tokenizer_config: dict) -> str:

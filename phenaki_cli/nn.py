@@ -22,9 +22,11 @@ class SelfAttention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`bias` (heads, n, n) is added to the attention logits (-inf: not attended)."""
         q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
+                                             is_causal=causal)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -71,8 +73,9 @@ class Block(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, mlp_ratio)
 
-    def forward(self, x: torch.Tensor, causal: bool = False, context_kv=None, context_mask=None) -> torch.Tensor:
-        x = x + self.attn(self.norm_attn(x), causal=causal)
+    def forward(self, x: torch.Tensor, causal: bool = False, context_kv=None, context_mask=None,
+                attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm_attn(x), causal=causal, bias=attn_bias)
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context_kv, context_mask)
         return x + self.ff(self.norm_ff(x))

@@ -61,3 +61,18 @@ def test_corrupt_model_dirs_are_clear_errors(tiny_model_dir, tmp_path, damage, m
 def test_missing_model_dir(tmp_path):
     with pytest.raises(UserError, match="model directory not found"):
         load_tokenizer(tmp_path / "nope")
+
+
+def test_token_hash_ignores_fields_added_later_at_their_old_meaning(tiny_model_dir, tmp_path):
+    """A model directory written before `encoder_window` existed hashes its tokens as it always did
+    (old token files still load); a windowed encoder makes other tokens, so its hash differs."""
+    from phenaki_cli.config import to_dict, tokens_hash
+
+    old = copy_dir(tiny_model_dir, tmp_path / "old")
+    config = json.loads((old / "config.json").read_text())
+    del config["tokenizer"]["encoder_window"]
+    (old / "config.json").write_text(json.dumps(config))
+    model, from_file = load_tokenizer(old)
+    assert from_file == load_tokenizer(tiny_model_dir)[1] == tokens_hash(to_dict(model.config))
+    windowed = dict(to_dict(model.config), encoder_window=1)
+    assert tokens_hash(windowed) != from_file

@@ -74,6 +74,36 @@ def test_decoder_is_causal(config):
     assert not torch.equal(a[:, 5:], b[:, 5:])
 
 
+@pytest.mark.parametrize("radius", [1, 2])
+def test_windowed_encoder_tokens_see_only_nearby_patches(radius):
+    """With encoder_window r, a patch's latent depends on patches at most depth·r away (per axis),
+    so a change in one corner leaves the far background's tokens exactly as they were."""
+    config = dataclasses.replace(TINY, image_size=64, encoder_window=radius, spatial_depth=2)
+    m = model(config)
+    video = torch.rand(1, 5, 3, 64, 64)
+    changed = video.clone()
+    changed[..., :8, :8] = torch.rand_like(changed[..., :8, :8])  # patch (0, 0) in every frame
+    with torch.no_grad():
+        moved = (m.encode_latents(video) - m.encode_latents(changed)).abs().amax(dim=(0, 1, 4)) > 0
+    reach = 2 * radius + 1  # rows/cols 0..2r: two layers of radius r
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[:reach, :reach] = True
+    assert torch.equal(moved, expected)
+
+
+def test_windowed_encoder_is_causal_and_keeps_the_all_to_all_default():
+    config = dataclasses.replace(TINY, encoder_window=1)
+    m = model(config)
+    assert not hasattr(m, "encoder_spatial_pos") and hasattr(model(), "encoder_spatial_pos")
+    video = torch.rand(1, 9, 3, 32, 32)
+    changed = video.clone()
+    changed[:, 5:] = torch.rand_like(changed[:, 5:])
+    with torch.no_grad():
+        assert torch.equal(m.encode_latents(video)[:, :3], m.encode_latents(changed)[:, :3])
+    with pytest.raises(UserError, match="encoder_window must be >= 0, got -1"):
+        dataclasses.replace(TINY, encoder_window=-1).validate()
+
+
 def test_refinement_head_starts_as_no_change_and_leaves_tokens_alone():
     """Adding the head to a trained tokenizer changes neither its tokens nor (until it learns) its output."""
     plain, refined = model(TINY), model(REFINED, seed=1)

@@ -140,8 +140,15 @@ def test_train_tokenizer_command_on_a_video_folder(tmp_path):
                           (["--l1", "-0.5"], "must be >= 0"),
                           (["--adversarial", "0.1", "--strategy", "fsdp"], "--adversarial is not supported with"),
                           (["--refine-channels", "-1"], "refine_channels and refine_features must be >= 0"),
+                          (["--encoder-window", "-1"], "encoder_window must be >= 0, got -1"),
+                          (["--init-from", tmp_path / "tok", "--encoder-window", "1"],
+                           "--encoder-window changes the encoder"),
                           (["--init-from", tmp_path / "none"], "model directory not found"),
                           (["--decoder-only"], "--decoder-only trains the decoder of a trained tokenizer")]:
         code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "t3", *args)
         assert code == 2 and message in stderr and "Traceback" not in stderr, (args, stderr)
         assert not (tmp_path / "t3").exists()
+    code, _, stderr = run_cli("train-tokenizer", tmp_path / "ds", "-o", tmp_path / "local", "--preset", "tiny",
+                              "--encoder-window", "1", "--steps", "1", "--batch-size", "2", "--frames", "5", "--quiet")
+    assert code == 0, stderr
+    assert load_tokenizer(tmp_path / "local")[0].config.encoder_window == 1

@@ -2,8 +2,9 @@
 
 A clip of 1 + t·n frames becomes (1 + n) × (H/p) × (W/p) discrete tokens: the first frame
 is cut into p×p patches on its own, each later group of t frames into t×p×p tubelets.
-Encoder: patch embedding → spatial transformer (all-to-all within one time step) →
-temporal transformer with causal attention. The decoder mirrors it back to pixels.
+Encoder: patch embedding → spatial transformer (all-to-all within one time step, or within a
+window of neighbouring patches: `encoder_window`) → temporal transformer with causal attention.
+The decoder mirrors it back to pixels.
 
 Causality: the only operations that mix time steps are the causal temporal attentions;
 the time position table is absolute (index-only), and every reshape keeps time and space
@@ -52,6 +53,16 @@ class RefineHead(nn.Module):
         return rearrange(self.net(rearrange(x, "b f c h w -> (b f) c h w")), "(b f) c h w -> b f c h w", b=b)
 
 
+def window_offsets(grid: int, radius: int) -> torch.Tensor:
+    """(grid², grid²) index of each query/key pair's offset among the (2r + 1)² of a window
+    of radius r (row-major), -1 where the key lies outside the query's window."""
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    dy, dx = rows[:, None] - rows[None], cols[:, None] - cols[None]
+    index = (dy + radius) * (2 * radius + 1) + (dx + radius)
+    return index.masked_fill((dy.abs() > radius) | (dx.abs() > radius), -1)
+
+
 class CViViT(nn.Module):
     def __init__(self, config: TokenizerConfig):
         super().__init__()
@@ -64,7 +75,11 @@ class CViViT(nn.Module):
 
         self.embed_first = nn.Linear(c.channels * p * p, c.dim)
         self.embed_rest = nn.Linear(c.channels * t * p * p, c.dim)
-        self.encoder_spatial_pos = nn.Parameter(torch.randn(c.grid_size ** 2, c.dim) * 0.02)
+        if c.encoder_window:  # local attention: a relative-position bias per head, no absolute positions
+            self.encoder_window_bias = nn.Parameter(torch.zeros(c.heads, (2 * c.encoder_window + 1) ** 2))
+            self.register_buffer("window_offsets", window_offsets(c.grid_size, c.encoder_window), persistent=False)
+        else:
+            self.encoder_spatial_pos = nn.Parameter(torch.randn(c.grid_size ** 2, c.dim) * 0.02)
         self.encoder_spatial = blocks(c.spatial_depth)
         self.encoder_temporal = blocks(c.temporal_depth)
         self.encoder_norm = nn.LayerNorm(c.dim)
@@ -118,12 +133,22 @@ class CViViT(nn.Module):
             tokens.append(self.embed_rest(rest))
         return torch.cat(tokens, dim=1)
 
-    def _spatial(self, x: torch.Tensor, pos: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
+    def _spatial(self, x: torch.Tensor, pos: torch.Tensor | None, blocks: nn.ModuleList,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
         b, _, h, w, _ = x.shape
-        x = rearrange(x, "b t h w d -> (b t) (h w) d") + pos
+        x = rearrange(x, "b t h w d -> (b t) (h w) d")
+        if pos is not None:
+            x = x + pos
         for block in blocks:
-            x = block(x)
+            x = block(x, attn_bias=bias)
         return rearrange(x, "(b t) (h w) d -> b t h w d", b=b, h=h, w=w)
+
+    def _encoder_spatial(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.encoder_window:
+            return self._spatial(x, self.encoder_spatial_pos, self.encoder_spatial)
+        outside = self.window_offsets < 0
+        bias = self.encoder_window_bias[:, self.window_offsets.clamp(min=0)].masked_fill(outside, -torch.inf)
+        return self._spatial(x, None, self.encoder_spatial, bias)
 
     def _temporal(self, x: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
         b, t, h, w, d = x.shape
@@ -135,7 +160,7 @@ class CViViT(nn.Module):
     def encode_latents(self, video: torch.Tensor) -> torch.Tensor:
         """(b, f, c, H, W) in [0, 1] → continuous latents (b, T, h, w, dim), before quantization."""
         self.check_video(video)
-        x = self._spatial(self._patchify(video), self.encoder_spatial_pos, self.encoder_spatial)
+        x = self._encoder_spatial(self._patchify(video))
         return self.encoder_norm(self._temporal(x, self.encoder_temporal))
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,71 @@
+"""How local a tokenizer's tokens are; prints JSON.
+
+    python bench/token_locality.py [MODEL_DIR ...]    # default: the shipped model
+
+A masked token model predicts each token from the others. If a patch of plain background gets
+one code wherever it is, the transformer's job there is trivial; if its code depends on where the
+objects are (an all-to-all encoder spreads an object's details over far background tokens), every
+background token is a guess about global context, and MaskGIT's parallel sampling draws those
+guesses independently. Over Shapes World test clips (21 frames, black background) this takes the
+patches that are background with no object within `reach` patches, in this time step or any earlier
+one (the encoder is causal), and reports:
+
+- `distinct_codes`: how many codes such patches get;
+- `top_code_share_per_time_step`: the share taking the most common code at the same time step,
+  averaged over time steps; 1.0 means their token is a function of their pixels and time alone;
+- `top_code_share_per_position`: the same for all background patches (near objects too) at a fixed
+  (time, row, column), averaged over positions with at least 5 patches.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from phenaki_cli.codec import encode_frames
+from phenaki_cli.data.shapes_sampler import sample_clip
+from phenaki_cli.modeldir import load_tokenizer
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "shapes-64"
+
+
+def plain_patches(frames: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
+    """(T, h, w) bool: the first frame's patches and each later tubelet that are all black."""
+    size = frames.shape[1] // patch
+    first = frames[:1].reshape(1, 1, size, patch, size, patch, 3)
+    rest = frames[1:].reshape(-1, tubelet, size, patch, size, patch, 3)
+    return np.concatenate([(first == 0).all(axis=(1, 3, 5, 6)), (rest == 0).all(axis=(1, 3, 5, 6))])
+
+
+def background_codes(model_dir: Path, clips: int = 60, frames: int = 21, reach: int = 2) -> dict:
+    tokenizer, _ = load_tokenizer(model_dir)
+    c = tokenizer.config
+    far_by_step, near_by_position = defaultdict(Counter), defaultdict(Counter)
+    for index in range(clips):
+        clip = sample_clip("test", index, frames, size=c.image_size)
+        if clip.frames[0, 0, 0].any():  # a gray background: skip (black is the common case)
+            continue
+        grid = encode_frames(tokenizer, clip.frames)
+        plain = plain_patches(clip.frames, c.patch_size, c.temporal_patch_size)
+        for step, row, col in zip(*np.nonzero(plain)):
+            code = int(grid[step, row, col])
+            near_by_position[(step, row, col)][code] += 1
+            around = plain[: step + 1, max(0, row - reach): row + reach + 1, max(0, col - reach): col + reach + 1]
+            if around.all():
+                far_by_step[step][code] += 1
+    far = sum(far_by_step.values(), Counter())
+    share = lambda counts: counts.most_common(1)[0][1] / sum(counts.values())  # noqa: E731
+    return {"model": str(model_dir), "clips": clips, "reach": reach, "far_background_patches": sum(far.values()),
+            "distinct_codes": len(far),
+            "top_code_share_per_time_step": float(np.mean([share(n) for n in far_by_step.values()])),
+            "top_code_share_per_position": float(np.mean([share(n) for n in near_by_position.values()
+                                                           if sum(n.values()) >= 5]))}
+
+
+if __name__ == "__main__":
+    for model in sys.argv[1:] or [SHIPPED]:
+        print(json.dumps(background_codes(Path(model))))
