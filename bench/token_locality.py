@@ -41,6 +41,10 @@ def plain_patches(frames: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
     return np.concatenate([(first == 0).all(axis=(1, 3, 5, 6)), (rest == 0).all(axis=(1, 3, 5, 6))])
 
 
+def top_share(counts: Counter) -> float:
+    return counts.most_common(1)[0][1] / sum(counts.values())
+
+
 def background_codes(model_dir: Path, clips: int = 60, frames: int = 21, reach: int = 2) -> dict:
     tokenizer, _ = load_tokenizer(model_dir)
     c = tokenizer.config
@@ -58,11 +62,10 @@ def background_codes(model_dir: Path, clips: int = 60, frames: int = 21, reach: 
             if around.all():
                 far_by_step[step][code] += 1
     far = sum(far_by_step.values(), Counter())
-    share = lambda counts: counts.most_common(1)[0][1] / sum(counts.values())  # noqa: E731
     return {"model": str(model_dir), "clips": clips, "reach": reach, "far_background_patches": sum(far.values()),
             "distinct_codes": len(far),
-            "top_code_share_per_time_step": float(np.mean([share(n) for n in far_by_step.values()])),
-            "top_code_share_per_position": float(np.mean([share(n) for n in near_by_position.values()
+            "top_code_share_per_time_step": float(np.mean([top_share(n) for n in far_by_step.values()])),
+            "top_code_share_per_position": float(np.mean([top_share(n) for n in near_by_position.values()
                                                            if sum(n.values()) >= 5]))}
 
 
