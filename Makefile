@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/tokenizer.py
 	$(BIN)/python bench/sampling.py
 	$(BIN)/python bench/token_locality.py
+	$(BIN)/python bench/transformer_probe.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
