@@ -32,7 +32,7 @@ import torch
 from phenaki_cli.data.shapes_sampler import sample_rendered_story
 from phenaki_cli.eval.analyser import analyse, find_blobs, match
 from phenaki_cli.pipeline import Phenaki
-from phenaki_cli.sampling import maskgit_decode, prepare_guided
+from phenaki_cli.sampling import prepare_guided
 from phenaki_cli.video_io import frames_to_tensor, tensor_to_frames
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "shapes-64"
@@ -52,7 +52,7 @@ def clause_accuracy(video: np.ndarray, caption) -> list[bool]:
 def probe(model_dir: Path, scenes: int) -> dict:
     model = Phenaki.from_pretrained(model_dir)
     transformer, tokenizer, settings = model.transformer, model.tokenizer, model.settings()
-    mask_id, codebook = transformer.config.mask_id, tokenizer.config.codebook_size
+    mask_id = transformer.config.mask_id
     drawn, ceiling, from_text, from_first = [], [], [], []
     tokens_right = {f"step_{s}_{kind}": [] for s in (1, 3) for kind in ("object", "background")}
     for index in range(scenes):
@@ -62,13 +62,8 @@ def probe(model_dir: Path, scenes: int) -> dict:
         text = model.text_encoder.embed(caption.text())[None]
         text_mask = torch.ones(text.shape[:2], dtype=torch.bool)
 
-        # text → first frame alone
-        generator = torch.Generator().manual_seed(index)
-        empty = torch.full((1, 1, transformer.config.grid_size, transformer.config.grid_size), mask_id)
-        context = prepare_guided(transformer, text, text_mask, 1, settings.guidance)
-        first = maskgit_decode(transformer, empty, context, settings.steps, settings.guidance,
-                               settings.temperature, codebook, generator)
-        drawn += found(tensor_to_frames(tokenizer.decode(first)[0])[0], caption)
+        # text → first frame alone: a one-frame scene is a one-time-step window
+        drawn += found(next(model.generate([(caption.text(), 1)], seed=index))[1][0], caption)
         true = tokenizer.encode(frames_to_tensor(frames[:settings.window_frames])[None])  # (1, T, h, w): one window
         ceiling += found(tensor_to_frames(tokenizer.decode(true[:, :1])[0])[0], caption)
 
