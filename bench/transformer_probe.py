@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from phenaki_cli.codec import decode_grid, encode_frames
 from phenaki_cli.data.shapes_sampler import sample_rendered_story
 from phenaki_cli.eval.analyser import analyse, find_blobs, match
 from phenaki_cli.pipeline import Phenaki
 from phenaki_cli.sampling import prepare_guided
-from phenaki_cli.video_io import frames_to_tensor, tensor_to_frames
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "shapes-64"
 SCENE_FRAMES = 16
@@ -64,8 +64,9 @@ def probe(model_dir: Path, scenes: int) -> dict:
 
         # text → first frame alone: a one-frame scene is a one-time-step window
         drawn += found(next(model.generate([(caption.text(), 1)], seed=index))[1][0], caption)
-        true = tokenizer.encode(frames_to_tensor(frames[:settings.window_frames])[None])  # (1, T, h, w): one window
-        ceiling += found(tensor_to_frames(tokenizer.decode(true[:, :1])[0])[0], caption)
+        grid = encode_frames(tokenizer, frames[:settings.window_frames])  # (T, h, w): one window
+        ceiling += found(decode_grid(tokenizer, grid[:1])[0], caption)
+        true = torch.from_numpy(grid.astype(np.int64))[None]
 
         # the next time step's tokens given the true earlier ones (argmax, conditional model)
         context = prepare_guided(transformer, text, text_mask, true.shape[1], 1.0)
