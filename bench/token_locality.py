@@ -15,6 +15,13 @@ one (the encoder is causal), and reports:
   averaged over time steps; 1.0 means their token is a function of their pixels and time alone;
 - `top_code_share_per_position`: the same for all background patches (near objects too) at a fixed
   (time, row, column), averaged over positions with at least 5 patches.
+
+Tokens should also mean the same at any time and place (shared/REFERENCES.md):
+
+- `still_stationarity`: a still scene (a test clip's first frame, 21 times) keeps this share of its
+  tokens at time steps 2–10 equal to step 1's (1.0: a still tubelet keeps its code);
+- `shift_equivariance`: the same still scene moved right by one patch (the vacated column filled with
+  the background) keeps this share of its tokens equal to the original's one column to the left.
 """
 
 from __future__ import annotations
@@ -69,6 +76,24 @@ def background_codes(model_dir: Path, clips: int = 60, frames: int = 21, reach: 
                                                            if sum(n.values()) >= 5]))}
 
 
+def still_and_shifted(model_dir: Path, clips: int = 40, frames: int = 21) -> dict:
+    tokenizer, _ = load_tokenizer(model_dir)
+    c = tokenizer.config
+    p = c.patch_size
+    stationary, equivariant = [], []
+    for index in range(clips):
+        first = sample_clip("test", index, 1, size=c.image_size).frames[0]
+        background = first[0, 0]  # sampled objects start clear of the corner (Shapes World placement)
+        shifted = np.empty_like(first)
+        shifted[:, p:], shifted[:, :p] = first[:, :-p], background
+        still = encode_frames(tokenizer, np.repeat(first[None], frames, axis=0))
+        moved = encode_frames(tokenizer, np.repeat(shifted[None], frames, axis=0))
+        stationary.append(float((still[2:] == still[1:2]).mean()))
+        equivariant.append(float((moved[:, :, 1:] == still[:, :, :-1]).mean()))
+    return {"still_stationarity": round(float(np.mean(stationary)), 3),
+            "shift_equivariance": round(float(np.mean(equivariant)), 3), "still_clips": clips}
+
+
 if __name__ == "__main__":
     for model in sys.argv[1:] or [SHIPPED]:
-        print(json.dumps(background_codes(Path(model))))
+        print(json.dumps({**background_codes(Path(model)), **still_and_shifted(Path(model))}))

@@ -32,8 +32,9 @@ SHIPPED = Path(__file__).resolve().parent.parent / "models" / "shapes-64"
 REFERENCE = {"encode_fps": 418.0, "decode_fps": 407.0, "matmul_peak_gflops": 277.0}
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of an n×n×n matrix product in `dtype`."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     start = time.perf_counter()

@@ -469,6 +469,13 @@ def info(model: Path = ModelOption, as_json: bool = JsonOption):
                      f"{details['text_encoder']['parameters'] / 1e6:.2f} M parameters ({phenaki.text_encoder.source})")
     else:
         lines.append("tokenizer only: it can tokenize and reconstruct, not generate")
+    import torch
+
+    from phenaki_cli.runtime import machine_precision
+
+    chosen, why = machine_precision(torch.device("cpu"))
+    details["training_precision"] = {"auto": chosen, "why": why}
+    lines.append(f"training precision (--precision auto): {chosen}, because {why}")
     if as_json:
         print(json.dumps(details))
     else:

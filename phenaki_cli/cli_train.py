@@ -19,18 +19,32 @@ AccumulateOption = typer.Option(1, "--accumulate", help="Micro-batches per optim
 EmaOption = typer.Option(0.0, "--ema", help="EMA decay of the weights the model directory holds (0: off; e.g. 0.999).")
 KeepOption = typer.Option(1, "--keep-last", help="Checkpoints to keep in OUTPUT/checkpoints/ (1: only the latest).")
 PreviewOption = typer.Option(500, "--preview-every", help="Steps between preview videos in OUTPUT/previews/ (0: none).")
-PrecisionOption = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; fp16 on CUDA only).")
+PrecisionOption = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16 (autocast; fp16 on CUDA "
+                               "only). auto: bf16 on CPUs with bf16 matrix instructions and on GPUs, else fp32 "
+                               "(`phenaki info` says which).")
 StrategyOption = typer.Option("ddp", "--strategy", help="Under torchrun: ddp, or fsdp to shard the model.")
 TensorboardOption = typer.Option(None, "--tensorboard", help="Also log to TensorBoard event files in this folder.")
 DeviceOption = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available).")
 ResumeOption = typer.Option(False, "--resume", help="Continue from the checkpoint in --output.")
 WorkersOption = typer.Option(0, "--workers", help="DataLoader worker processes for decoding videos.")
+CpuMinutesOption = typer.Option("", "--cpu-minutes", help="Save a checkpoint (kept with --keep-last) when the "
+                                "training process has used each of these minutes of CPU time, e.g. 5,10,20,40, "
+                                "and stop at the last: equal-compute points for learning curves.")
 
 
 def _loop_settings(cls, **values):
     values["tensorboard"] = str(values["tensorboard"] or "")
+    values["cpu_minutes"] = _minutes(values.get("cpu_minutes", ""))
     values["warmup_steps"] = min(values.pop("warmup_cap"), max(1, values["steps"] // 10))
     return cls(**values)
+
+
+def _minutes(text: str) -> tuple[float, ...]:
+    """'5,10,20' → (5.0, 10.0, 20.0)."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"--cpu-minutes {text!r}: give minutes separated by commas, e.g. 5,10,20") from None
 
 
 def _task_shares(text: str) -> dict[str, float]:
@@ -79,6 +93,7 @@ def train_tokenizer_command(
         keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
         strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,
         device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption,
+        cpu_minutes: str = CpuMinutesOption,
         init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this tokenizer's weights "
                                                  "and config (a model directory or training folder)."),
         decoder_only: bool = typer.Option(False, "--decoder-only", help="Train the decoder alone: tokens (and "
@@ -88,6 +103,11 @@ def train_tokenizer_command(
         encoder_window: Optional[int] = typer.Option(None, "--encoder-window", help="Encoder spatial attention "
                                                      "within this many patches (0: all-to-all); local tokens "
                                                      "are easier for the transformer to predict."),
+        decoder_window: Optional[int] = typer.Option(None, "--decoder-window", help="Decoder spatial attention "
+                                                     "within this many patches (0: all-to-all)."),
+        time_encoding: Optional[str] = typer.Option(None, "--time-encoding", help="absolute (the paper's sin/cos "
+                                                    "table) | stationary (no time positions: a still tubelet keeps "
+                                                    "its code at every time step)."),
         l1: float = typer.Option(0.0, "--l1", help="Weight of an L1 reconstruction term beside L2."),
         adversarial: float = typer.Option(0.0, "--adversarial", help="Weight of a frame discriminator's "
                                           "adversarial loss (0: off; e.g. 0.1)."),
@@ -116,10 +136,13 @@ def train_tokenizer_command(
         cfg = TOKENIZER_PRESETS[preset]
     else:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
-    if encoder_window is not None:
-        if init_from is not None:
-            raise UserError("--encoder-window changes the encoder, so it cannot start from --init-from's weights")
-        cfg = dataclasses.replace(cfg, encoder_window=encoder_window)
+    for flag, field, value, part in (("--encoder-window", "encoder_window", encoder_window, "encoder"),
+                                     ("--time-encoding", "time_encoding", time_encoding, "encoder"),
+                                     ("--decoder-window", "decoder_window", decoder_window, "decoder")):
+        if value is not None:
+            if init_from is not None:
+                raise UserError(f"{flag} changes the {part}, so it cannot start from --init-from's weights")
+            cfg = dataclasses.replace(cfg, **{field: value})
     if refine_channels is not None:
         cfg = dataclasses.replace(cfg, refine_channels=refine_channels)
     cfg.validate()
@@ -129,7 +152,7 @@ def train_tokenizer_command(
                               accumulate=accumulate, ema_decay=ema, keep_last=keep_last, preview_every=preview_every,
                               precision=precision, strategy=strategy, tensorboard=tensorboard, l1_weight=l1,
                               decoder_only=decoder_only, adversarial_weight=adversarial,
-                              adversarial_start=adversarial_start)
+                              adversarial_start=adversarial_start, cpu_minutes=cpu_minutes)
     settings.validate()
     where = Distributed.from_env(device)
     quiet = quiet or not where.is_main
@@ -176,6 +199,23 @@ def _load_shards(data: str, shards: Path, tokenizer, text_encoder: Optional[str]
     return shards, index, examples
 
 
+def _design(config, config_file: Path | None, **fields):
+    """`config` with the fields of a JSON file and the given options (None: unchanged) overriding it."""
+    from phenaki_cli.config import from_dict, to_dict
+
+    values = to_dict(config)
+    if config_file is not None:
+        try:
+            overrides = json.loads(config_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{config_file}: cannot read a JSON config ({e})") from None
+        if not isinstance(overrides, dict):
+            raise UserError(f"{config_file}: expected a JSON object of config fields")
+        values.update(overrides)
+    values.update({k: v for k, v in fields.items() if v is not None})
+    return from_dict(type(config), values, str(config_file or "transformer config"))
+
+
 @app.command("train")
 def train_command(
         data: str = typer.Argument(..., help="Token shards (`phenaki data encode`), a dataset folder, or 'shapes'."),
@@ -190,6 +230,12 @@ def train_command(
         tasks: str = typer.Option("", "--tasks", help="Completion-task shares of the samples, e.g. predict=0.1,"
                                                     "rewind=0.1,infill=0.1,box=0.1 (the rest: plain generation)."),
         preset: str = typer.Option("shapes", help="Transformer size: reference | shapes | tiny | paper."),
+        config_file: Optional[Path] = typer.Option(None, "--config", help="A JSON file of transformer config "
+                                                   "fields that override the preset's (e.g. dim, depth)."),
+        attention: Optional[str] = typer.Option(None, "--attention", help="full (the paper's) | factorized "
+                                                "(within each time step, then across time)."),
+        positions: Optional[str] = typer.Option(None, "--positions", help="absolute (learned tables) | rotary "
+                                                "(attention sees offsets only)."),
         init_from: Optional[Path] = typer.Option(
             None, "--init-from", help="Start from this model directory's transformer (fine-tuning; its size, not "
                                       "--preset)."),
@@ -202,7 +248,8 @@ def train_command(
         workers: int = WorkersOption, accumulate: int = AccumulateOption, ema: float = EmaOption,
         keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
         strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,
-        device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption):
+        device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption,
+        cpu_minutes: str = CpuMinutesOption):
     """Train the MaskGIT transformer on token shards; checkpoints in --output resume exactly.
 
     DATA that is not yet encoded is encoded once into OUTPUT.tokens/ (images into OUTPUT.images/)."""
@@ -222,6 +269,10 @@ def train_command(
     if not 0 <= image_share <= 1:
         raise UserError(f"--image-share must lie in [0, 1], got {image_share}")
     resuming = resume and is_training_folder(output)
+    design = [flag for flag, value in (("--config", config_file), ("--attention", attention),
+                                       ("--positions", positions)) if value is not None]
+    if design and (resuming or init_from is not None):
+        raise UserError(f"{design[0]} sets a new model's design; a resumed or --init-from run keeps its own")
     if not resuming and tokenizer is None:
         raise UserError("--tokenizer DIR is required for a new run (a model directory with a trained tokenizer)")
     tok, _ = load_tokenizer(output if resuming else tokenizer)
@@ -230,7 +281,7 @@ def train_command(
                               save_every=save_every, seed=seed, warmup_cap=200, accumulate=accumulate, ema_decay=ema,
                               image_share=image_share, **_task_shares(tasks), keep_last=keep_last,
                               preview_every=preview_every, precision=precision, strategy=strategy,
-                              tensorboard=tensorboard)
+                              tensorboard=tensorboard, cpu_minutes=cpu_minutes)
     settings.validate()
     where = Distributed.from_env(device)
     quiet = quiet or not where.is_main
@@ -263,6 +314,7 @@ def train_command(
                 config = replace(TRANSFORMER_PRESETS[preset], vocab_size=tok.config.codebook_size,
                                  grid_size=tok.config.grid_size, max_time_steps=tok.config.time_steps(frames),
                                  text_dim=encoder.dim)
+                config = _design(config, config_file, attention=attention, positions=positions)
             sampling = SamplingConfig(window_frames=frames, prime_frames=prime_frames)
             task = progress.add_task("train", total=steps, status="")
             rate = _throughput(batch_size * accumulate * where.world)

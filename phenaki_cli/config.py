@@ -13,6 +13,9 @@ from phenaki_cli.errors import UserError
 T = TypeVar("T")
 
 
+TIME_ENCODINGS = ("absolute", "stationary")
+
+
 @dataclass
 class TokenizerConfig:
     """C-ViViT sizes. Defaults are the benchmark reference config (see bench/tokenizer.py)."""
@@ -42,6 +45,13 @@ class TokenizerConfig:
     # (a black patch gets dozens of codes depending on where the objects are), which a masked token
     # model then has to predict from global context; local tokens say what is in their own patch.
     encoder_window: int = 0
+    decoder_window: int = 0  # the same for the decoder's spatial attention (tokens unchanged)
+    # "absolute": a sin/cos time table inside the causal temporal attention and a first frame
+    # embedded on its own (the paper's C-ViViT). "stationary": no time positions, and the first
+    # frame enters as a tubelet of itself repeated (MAGVIT-v2's replicate padding), so a still
+    # tubelet gets the same code at every time step: causal attention over identical inputs gives
+    # identical outputs, and only what changed can change a code.
+    time_encoding: str = "absolute"
 
     def validate(self) -> None:
         positive = ["image_size", "channels", "patch_size", "temporal_patch_size", "dim", "heads",
@@ -56,8 +66,12 @@ class TokenizerConfig:
             raise UserError("tokenizer config: depths must be >= 0")
         if self.refine_channels < 0 or self.refine_features < 0:
             raise UserError("tokenizer config: refine_channels and refine_features must be >= 0")
-        if self.encoder_window < 0:
-            raise UserError(f"tokenizer config: encoder_window must be >= 0, got {self.encoder_window}")
+        for name in ("encoder_window", "decoder_window"):
+            if getattr(self, name) < 0:
+                raise UserError(f"tokenizer config: {name} must be >= 0, got {getattr(self, name)}")
+        if self.time_encoding not in TIME_ENCODINGS:
+            raise UserError(f"tokenizer config: time_encoding must be one of {', '.join(TIME_ENCODINGS)}, "
+                            f"got {self.time_encoding!r}")
 
     @property
     def grid_size(self) -> int:
@@ -71,6 +85,10 @@ class TokenizerConfig:
 
     def frames_for(self, time_steps: int) -> int:
         return 1 + (time_steps - 1) * self.temporal_patch_size
+
+
+TRANSFORMER_ATTENTION = ("full", "factorized")
+TRANSFORMER_POSITIONS = ("absolute", "rotary")
 
 
 @dataclass
@@ -90,11 +108,23 @@ class TransformerConfig:
     dim_head: int = 32
     mlp_ratio: float = 4.0
     text_dim: int = 768  # the text encoder's hidden size (T5 d_model)
+    # "full": every token attends to every token of the window (the paper's MaskGIT);
+    # "factorized": within each time step, then across time at each position (nn.SpaceTimeBlock)
+    attention: str = "full"
+    # "absolute": learned (t, row, col) tables summed into the input; "rotary": axial rotary
+    # angles on queries and keys, so attention depends on offsets only (one rule everywhere)
+    positions: str = "absolute"
 
     def validate(self) -> None:
         for name in ["vocab_size", "grid_size", "max_time_steps", "dim", "depth", "heads", "dim_head", "text_dim"]:
             if getattr(self, name) <= 0:
                 raise UserError(f"transformer config: {name} must be positive, got {getattr(self, name)}")
+        for name, allowed in (("attention", TRANSFORMER_ATTENTION), ("positions", TRANSFORMER_POSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"transformer config: {name} must be one of {', '.join(allowed)}, "
+                                f"got {getattr(self, name)!r}")
+        if self.positions == "rotary" and self.dim_head % 2:
+            raise UserError(f"transformer config: rotary positions need an even dim_head, got {self.dim_head}")
 
     @property
     def mask_id(self) -> int:
@@ -176,12 +206,12 @@ def config_hash(data: dict) -> str:
 
 # Tokenizer fields that only change how tokens are drawn, never which tokens a video gets:
 # a decoder fine-tuned with a new head keeps every token file and shard valid.
-DECODER_ONLY_FIELDS = ("refine_channels", "refine_features")
+DECODER_ONLY_FIELDS = ("refine_channels", "refine_features", "decoder_window")
 
 
 # Encoder fields added after token files existed, with the value that means "as before": left out
 # of the hash at that value, so older token files and shard fingerprints still match.
-LATER_ENCODER_FIELDS = {"encoder_window": 0}
+LATER_ENCODER_FIELDS = {"encoder_window": 0, "time_encoding": "absolute"}
 
 
 def encoding_config(tokenizer_config: dict) -> dict:

@@ -13,6 +13,8 @@ from phenaki_cli.video_io import frames_to_tensor
 
 TINY = TOKENIZER_PRESETS["tiny"]
 REFINED = dataclasses.replace(TINY, refine_channels=8, refine_features=4)
+# tokens that mean the same everywhere: no time positions, local attention in encoder and decoder
+STATIONARY = dataclasses.replace(REFINED, time_encoding="stationary", encoder_window=1, decoder_window=1)
 
 
 def model(config=TINY, seed=0):
@@ -20,9 +22,10 @@ def model(config=TINY, seed=0):
     return CViViT(config).eval()
 
 
+@pytest.mark.parametrize("config", [TINY, STATIONARY], ids=["absolute", "stationary"])
 @pytest.mark.parametrize("frames", [1, 3, 5, 9, 17])
-def test_token_grid_shape_for_any_valid_length(frames):
-    m = model()
+def test_token_grid_shape_for_any_valid_length(frames, config):
+    m = model(config)
     video = torch.rand(2, frames, 3, 32, 32)
     with torch.no_grad():
         tokens = m.encode(video)
@@ -42,11 +45,12 @@ def test_wrong_frame_size_is_a_clear_error():
         model().encode(torch.rand(1, 5, 3, 64, 64))
 
 
+@pytest.mark.parametrize("time_encoding", ["absolute", "stationary"])
 @pytest.mark.parametrize("kept_steps", [1, 2, 4])
-def test_encoder_is_causal(kept_steps):
+def test_encoder_is_causal(kept_steps, time_encoding):
     """Changing frames after time step k leaves tokens 0..k exactly unchanged (through every layer)."""
     config = TokenizerConfig(image_size=32, dim=64, spatial_depth=2, temporal_depth=2, heads=2, dim_head=32,
-                             codebook_size=64, code_dim=8)
+                             codebook_size=64, code_dim=8, time_encoding=time_encoding)
     m = model(config)
     video = torch.rand(1, 17, 3, 32, 32)
     changed = video.clone()
@@ -59,7 +63,7 @@ def test_encoder_is_causal(kept_steps):
         assert torch.equal(m.encode(video)[:, :kept_steps], m.encode(changed)[:, :kept_steps])
 
 
-@pytest.mark.parametrize("config", [TINY, REFINED], ids=["linear", "refine-head"])
+@pytest.mark.parametrize("config", [TINY, REFINED, STATIONARY], ids=["linear", "refine-head", "stationary"])
 def test_decoder_is_causal(config):
     """Frames of time steps 0..k decode from tokens 0..k alone (the refinement head too)."""
     m = model(config)
@@ -102,6 +106,37 @@ def test_windowed_encoder_is_causal_and_keeps_the_all_to_all_default():
         assert torch.equal(m.encode_latents(video)[:, :3], m.encode_latents(changed)[:, :3])
     with pytest.raises(UserError, match="encoder_window must be >= 0, got -1"):
         dataclasses.replace(TINY, encoder_window=-1).validate()
+
+
+def test_stationary_tokens_keep_their_code_at_every_time_step():
+    """A still scene gets the same tokens at every time step, the first frame's included, and decodes
+    to the same frame; the absolute time table of the paper's design does not."""
+    still = frames_to_tensor(render_story(["a big red circle stays still and a blue square stays still"], 17,
+                                          size=32, seed=1).frames)[None]
+    with torch.no_grad():
+        for config, expected in ((STATIONARY, True), (TINY, False)):
+            tokens = model(config).encode(still)
+            assert torch.equal(tokens, tokens[:, :1].expand_as(tokens)) == expected
+        frames = model(STATIONARY).decode(tokens[:, :1].expand_as(tokens))
+    tubelets = frames[:, 1:].reshape(1, 8, 2, 3, 32, 32)  # every step decodes to the same tubelet,
+    torch.testing.assert_close(tubelets, tubelets[:, :1].expand_as(tubelets), atol=1e-5, rtol=0)
+    torch.testing.assert_close(frames[:, 0], tubelets[:, 0, 1], atol=1e-5, rtol=0)  # the first frame its last
+    assert not hasattr(model(STATIONARY), "embed_first") and hasattr(model(), "embed_first")
+
+
+def test_windowed_decoder_draws_each_patch_from_nearby_tokens():
+    """decoder_window r: changing one corner token changes only pixels within depth·r patches of it."""
+    config = dataclasses.replace(STATIONARY, image_size=64, refine_channels=0)
+    m = model(config)
+    tokens = torch.randint(0, config.codebook_size, (1, 3, 8, 8))
+    changed = tokens.clone()
+    changed[:, :, 0, 0] = (changed[:, :, 0, 0] + 1) % config.codebook_size
+    with torch.no_grad():
+        moved = (m.decode(tokens) - m.decode(changed)).abs().amax(dim=(0, 1, 2)) > 0  # (H, W)
+    patches = moved.reshape(8, 8, 8, 8).any(dim=(1, 3))
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[:2, :2] = True  # one spatial layer of radius 1: rows and columns 0 and 1
+    assert torch.equal(patches, expected)
 
 
 def test_refinement_head_starts_as_no_change_and_leaves_tokens_alone():

@@ -208,3 +208,25 @@ def test_loading_a_shard_reads_its_embeddings_once(tmp_path):
     tracemalloc.stop()
     assert loaded.prompts == prompts and np.array_equal(loaded.embeddings["prompt 7"], examples.embeddings["prompt 7"])
     assert peak < 5 * table_bytes, peak
+
+
+def test_cpu_minutes_keep_equal_compute_checkpoints_and_stop(dataset, tmp_path):
+    """--cpu-minutes: a checkpoint when the process's CPU time passes each mark, the run ends at the
+    last, and resuming a finished run trains nothing more (learning curves at equal compute)."""
+    out = tmp_path / "run"
+    args = ["train", dataset / "shards", "-o", out, "--tokenizer", dataset / "tok", "--preset", "tiny", "--frames",
+            "5", "--prime-frames", "1", "--batch-size", "2", "--steps", "100000", "--save-every", "100000",
+            "--keep-last", "10", "--preview-every", "0", "--cpu-minutes", "0.01,0.02", "-q"]
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert 1 < len(rows) < 100000 and rows[-1]["cpu_seconds"] >= 0.02 * 60 > rows[-2]["cpu_seconds"]
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    first_past = next(r["step"] for r in rows if r["cpu_seconds"] >= 0.01 * 60)
+    assert kept == [f"step-{first_past:06d}", f"step-{rows[-1]['step']:06d}"]
+    code, _, err = run_cli(*args, "--resume")
+    assert code == 0, err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(rows)
+    bad = [tmp_path / "bad" if a == out else "0.02,0.01" if a == "0.01,0.02" else a for a in args]
+    code, _, err = run_cli(*bad)
+    assert code == 2 and "--cpu-minutes must be increasing positive minutes" in err

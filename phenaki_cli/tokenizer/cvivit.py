@@ -4,7 +4,11 @@ A clip of 1 + t·n frames becomes (1 + n) × (H/p) × (W/p) discrete tokens: the
 is cut into p×p patches on its own, each later group of t frames into t×p×p tubelets.
 Encoder: patch embedding → spatial transformer (all-to-all within one time step, or within a
 window of neighbouring patches: `encoder_window`) → temporal transformer with causal attention.
-The decoder mirrors it back to pixels.
+The decoder mirrors it back to pixels (`decoder_window` likewise).
+
+Time (`time_encoding`): "absolute" adds a sin/cos time table and embeds the first frame on its
+own (the paper); "stationary" uses no time positions and embeds the first frame as a tubelet of
+itself repeated, so identical tubelets get identical codes at any time step.
 
 Causality: the only operations that mix time steps are the causal temporal attentions;
 the time position table is absolute (index-only), and every reshape keeps time and space
@@ -73,26 +77,31 @@ class CViViT(nn.Module):
         def blocks(depth: int) -> nn.ModuleList:
             return nn.ModuleList(Block(c.dim, c.heads, c.dim_head, c.mlp_ratio) for _ in range(depth))
 
-        self.embed_first = nn.Linear(c.channels * p * p, c.dim)
+        self.stationary = c.time_encoding == "stationary"
+        if not self.stationary:  # a stationary tokenizer embeds the first frame as a tubelet
+            self.embed_first = nn.Linear(c.channels * p * p, c.dim)
         self.embed_rest = nn.Linear(c.channels * t * p * p, c.dim)
-        if c.encoder_window:  # local attention: a relative-position bias per head, no absolute positions
-            self.encoder_window_bias = nn.Parameter(torch.zeros(c.heads, (2 * c.encoder_window + 1) ** 2))
-            self.register_buffer("window_offsets", window_offsets(c.grid_size, c.encoder_window), persistent=False)
-        else:
-            self.encoder_spatial_pos = nn.Parameter(torch.randn(c.grid_size ** 2, c.dim) * 0.02)
+        # local attention: a relative-position bias per head instead of absolute positions
+        for part, radius in (("encoder", c.encoder_window), ("decoder", c.decoder_window)):
+            if radius:
+                setattr(self, f"{part}_window_bias", nn.Parameter(torch.zeros(c.heads, (2 * radius + 1) ** 2)))
+                self.register_buffer(f"{part}_window_offsets", window_offsets(c.grid_size, radius), persistent=False)
+            else:
+                setattr(self, f"{part}_spatial_pos", nn.Parameter(torch.randn(c.grid_size ** 2, c.dim) * 0.02))
         self.encoder_spatial = blocks(c.spatial_depth)
         self.encoder_temporal = blocks(c.temporal_depth)
         self.encoder_norm = nn.LayerNorm(c.dim)
         self.quantizer = FactorizedVQ(c.dim, c.codebook_size, c.code_dim, c.commitment_weight, c.dead_code_steps)
-        self.decoder_spatial_pos = nn.Parameter(torch.randn(c.grid_size ** 2, c.dim) * 0.02)
         self.decoder_temporal = blocks(c.temporal_depth)
         self.decoder_spatial = blocks(c.spatial_depth)
         self.decoder_norm = nn.LayerNorm(c.dim)
-        self.to_first = nn.Linear(c.dim, c.channels * p * p)
+        if not self.stationary:  # a stationary tokenizer draws the first frame as the last of a tubelet
+            self.to_first = nn.Linear(c.dim, c.channels * p * p)
         self.to_rest = nn.Linear(c.dim, c.channels * t * p * p)
         if c.refine_channels:
             e = c.refine_features
-            self.to_first_features = nn.Linear(c.dim, e * p * p)
+            if not self.stationary:
+                self.to_first_features = nn.Linear(c.dim, e * p * p)
             self.to_rest_features = nn.Linear(c.dim, e * t * p * p)
             self.refine = RefineHead(c.channels + e, c.refine_channels, c.channels)
 
@@ -125,6 +134,10 @@ class CViViT(nn.Module):
     def _patchify(self, video: torch.Tensor) -> torch.Tensor:
         p, t = self.config.patch_size, self.config.temporal_patch_size
         video = video * 2 - 1
+        if self.stationary:  # the first frame as a still tubelet: all time steps are embedded alike
+            video = torch.cat([video[:, :1].expand(-1, t - 1, -1, -1, -1), video], dim=1)
+            return self.embed_rest(rearrange(video, "b (f pt) c (h p1) (w p2) -> b f h w (c pt p1 p2)",
+                                             pt=t, p1=p, p2=p))
         first = rearrange(video[:, :1], "b f c (h p1) (w p2) -> b f h w (c p1 p2)", p1=p, p2=p)
         tokens = [self.embed_first(first)]
         if video.shape[1] > 1:
@@ -143,16 +156,20 @@ class CViViT(nn.Module):
             x = block(x, attn_bias=bias)
         return rearrange(x, "(b t) (h w) d -> b t h w d", b=b, h=h, w=w)
 
-    def _encoder_spatial(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.config.encoder_window:
-            return self._spatial(x, self.encoder_spatial_pos, self.encoder_spatial)
-        outside = self.window_offsets < 0
-        bias = self.encoder_window_bias[:, self.window_offsets.clamp(min=0)].masked_fill(outside, -torch.inf)
-        return self._spatial(x, None, self.encoder_spatial, bias)
+    def _local_spatial(self, x: torch.Tensor, part: str) -> torch.Tensor:
+        """The encoder's or decoder's spatial transformer: absolute positions, or a window bias."""
+        blocks = getattr(self, f"{part}_spatial")
+        if not getattr(self.config, f"{part}_window"):
+            return self._spatial(x, getattr(self, f"{part}_spatial_pos"), blocks)
+        offsets = getattr(self, f"{part}_window_offsets")
+        bias = getattr(self, f"{part}_window_bias")[:, offsets.clamp(min=0)].masked_fill(offsets < 0, -torch.inf)
+        return self._spatial(x, None, blocks, bias)
 
     def _temporal(self, x: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
         b, t, h, w, d = x.shape
-        x = rearrange(x, "b t h w d -> (b h w) t d") + sinusoidal_table(t, d).to(x)
+        x = rearrange(x, "b t h w d -> (b h w) t d")
+        if not self.stationary:
+            x = x + sinusoidal_table(t, d).to(x)
         for block in blocks:
             x = block(x, causal=True)
         return rearrange(x, "(b h w) t d -> b t h w d", b=b, h=h, w=w)
@@ -160,7 +177,7 @@ class CViViT(nn.Module):
     def encode_latents(self, video: torch.Tensor) -> torch.Tensor:
         """(b, f, c, H, W) in [0, 1] → continuous latents (b, T, h, w, dim), before quantization."""
         self.check_video(video)
-        x = self._encoder_spatial(self._patchify(video))
+        x = self._local_spatial(self._patchify(video), "encoder")
         return self.encoder_norm(self._temporal(x, self.encoder_temporal))
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -168,9 +185,13 @@ class CViViT(nn.Module):
         return self.quantizer.lookup(self.encode_latents(video))[1]
 
     # ----- decoder --------------------------------------------------------------------------
-    def _unpatchify(self, x: torch.Tensor, to_first: nn.Linear, to_rest: nn.Linear) -> torch.Tensor:
-        """(b, T, h, w, dim) → (b, 1 + t·(T-1), c, H, W) through the first-frame / tubelet projections."""
+    def _unpatchify(self, x: torch.Tensor, to_first: nn.Linear | None, to_rest: nn.Linear) -> torch.Tensor:
+        """(b, T, h, w, dim) → (b, 1 + t·(T-1), c, H, W) through the first-frame / tubelet projections
+        (stationary: tubelets only, the first step's last frame being the first frame)."""
         p, t = self.config.patch_size, self.config.temporal_patch_size
+        if self.stationary:
+            video = rearrange(to_rest(x), "b f h w (c pt p1 p2) -> b (f pt) c (h p1) (w p2)", pt=t, p1=p, p2=p)
+            return video[:, t - 1:]
         frames = [rearrange(to_first(x[:, :1]), "b f h w (c p1 p2) -> b f c (h p1) (w p2)", p1=p, p2=p)]
         if x.shape[1] > 1:
             frames.append(rearrange(to_rest(x[:, 1:]), "b f h w (c pt p1 p2) -> b (f pt) c (h p1) (w p2)",
@@ -179,10 +200,10 @@ class CViViT(nn.Module):
 
     def decode_latents(self, x: torch.Tensor) -> torch.Tensor:
         x = self._temporal(x, self.decoder_temporal)
-        x = self.decoder_norm(self._spatial(x, self.decoder_spatial_pos, self.decoder_spatial))
-        video = self._unpatchify(x, self.to_first, self.to_rest)
+        x = self.decoder_norm(self._local_spatial(x, "decoder"))
+        video = self._unpatchify(x, getattr(self, "to_first", None), self.to_rest)
         if self.config.refine_channels:
-            features = self._unpatchify(x, self.to_first_features, self.to_rest_features)
+            features = self._unpatchify(x, getattr(self, "to_first_features", None), self.to_rest_features)
             video = video + self.refine(torch.cat([video, features], dim=2))
         return (video + 1) / 2
 

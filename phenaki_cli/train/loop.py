@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from phenaki_cli.errors import UserError
-from phenaki_cli.runtime import PRECISIONS, precision_scope, raise_if_interrupted
+from phenaki_cli.runtime import AUTO, PRECISIONS, precision_scope, raise_if_interrupted, resolve_precision
 from phenaki_cli.train.checkpoint import PREVIEWS_DIR, load_checkpoint, save_checkpoint
 from phenaki_cli.train.distributed import STRATEGIES, Distributed, no_sync, wrap
 
@@ -46,20 +46,28 @@ class LoopSettings:
     save_every: int = 250
     keep_last: int = 1  # checkpoints kept in checkpoints/step-N (1: only the latest, at the top level)
     preview_every: int = 0  # steps between preview videos (0: none); made at a checkpoint
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler, CUDA only)
+    # auto | fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler, CUDA only); auto: the device's
+    # fastest (runtime.machine_precision): bf16 on CPUs with bf16 matrix instructions and on GPUs
+    precision: str = AUTO
     strategy: str = "ddp"  # ddp | fsdp, when torchrun starts several processes
     tensorboard: str = ""  # a folder for TensorBoard event files ("" = none)
     seed: int = 0
+    # minutes of the training process's CPU time at which to save a checkpoint (kept beside the
+    # latest with --keep-last), stopping at the last: equal-compute points of a learning curve
+    cpu_minutes: tuple[float, ...] = ()
 
     def validate(self) -> None:
         if self.steps < 1 or self.accumulate < 1 or self.save_every < 1 or self.keep_last < 1:
             raise UserError("--steps, --accumulate, --save-every and --keep-last must be at least 1")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"--ema must lie in [0, 1), got {self.ema_decay}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.precision not in (AUTO, *PRECISIONS):
+            raise UserError(f"--precision {self.precision!r}: choose one of {', '.join((AUTO, *PRECISIONS))}")
         if self.strategy not in STRATEGIES:
             raise UserError(f"--strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if any(not math.isfinite(m) or m <= 0 for m in self.cpu_minutes) or list(self.cpu_minutes) != sorted(
+                set(self.cpu_minutes)):
+            raise UserError(f"--cpu-minutes must be increasing positive minutes, got {list(self.cpu_minutes)}")
         if self.strategy == "fsdp" and self.ema_decay:
             raise UserError("--ema is not supported with --strategy fsdp (the EMA copy would not be sharded)")
 
@@ -122,13 +130,14 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
     the saved training state (its "settings" are the settings the run was started with)."""
     settings.validate()
     where = where or Distributed()
+    precision = resolve_precision(where.device, settings.precision)
     model.to(where.device)
     wrapped = wrap(objective, where, settings.strategy)
     optimizer = torch.optim.AdamW(wrapped.parameters(), lr=settings.lr, betas=(0.9, 0.99),
                                   weight_decay=settings.weight_decay)
     schedule = cosine_with_warmup(settings.warmup_steps, settings.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda") if settings.precision == "fp16" else None
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True) \
         if settings.ema_decay else None
     full = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -188,7 +197,13 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
 
     parts = where.parts(settings.accumulate)
     started = time.perf_counter()
-    for step in range(start_step + 1, settings.steps + 1):
+    # the training process's own CPU time, over all its resumed runs: what learning curves are
+    # drawn against, since other work on a shared machine stretches wall time but not this
+    cpu_before = (log[-1].get("cpu_seconds", 0.0) if log else 0.0) - time.process_time()
+    first_step = start_step + 1
+    if settings.cpu_minutes and _cpu_budget_spent(log, settings, where):  # resumed, its CPU time used already
+        first_step = settings.steps + 1
+    for step in range(first_step, settings.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         micro_metrics = []
         learned = False
@@ -198,7 +213,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
                 micro_metrics.append({})
                 continue
             last = micro == len(parts) - 1
-            with no_sync(wrapped, last), precision_scope(where.device, settings.precision):
+            with no_sync(wrapped, last), precision_scope(where.device, precision):
                 # a process with nothing to learn still joins the gradient all-reduce, with zeros
                 loss, metrics = wrapped(batch)
             micro_metrics.append(metrics)
@@ -219,20 +234,34 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
             if ema is not None:
                 ema.update_parameters(model)
         scheduler.step()
-        row = {"step": step, **metrics, **(extra_metrics() if extra_metrics else {}), "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
+        row = {"step": step, **metrics, **(extra_metrics() if extra_metrics else {}), "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
+               "cpu_seconds": cpu_before + time.process_time()}
         log.append(row)
+        passed = stop = False
+        if settings.cpu_minutes:  # a mark passed at this step: a checkpoint; the last one ends the run
+            before = log[-2]["cpu_seconds"] if len(log) > 1 else 0.0
+            passed = where.agree(any(before < 60 * m <= row["cpu_seconds"] for m in settings.cpu_minutes))
+            stop = _cpu_budget_spent(log, settings, where)
         if board is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "step":
                     board.add_scalar(f"train/{key}", value, step)
-        if step % settings.save_every == 0 or step == settings.steps:
+        if step % settings.save_every == 0 or step == settings.steps or passed or stop:
             save(step)
         if on_step is not None and where.is_main:
             on_step(step, row)
         raise_if_interrupted()
+        if stop:
+            break
     if board is not None:
         board.close()
     return log[-1] if log else {}
+
+
+def _cpu_budget_spent(log: list[dict], settings: LoopSettings, where: Distributed) -> bool:
+    """Has the run used the CPU time of its last --cpu-minutes mark? (Processes agree: each counts
+    its own.)"""
+    return where.agree(bool(log) and log[-1].get("cpu_seconds", 0.0) >= 60 * settings.cpu_minutes[-1])
 
 
 def _objective_weights(objective: Objective, state: dict, out: Path) -> dict:

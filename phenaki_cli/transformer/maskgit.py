@@ -1,8 +1,11 @@
 """MaskGIT: a bidirectional transformer over one window's flattened token grid.
 
 Input: token ids (b, T, h, w), where id `vocab_size` is [MASK]; output: logits over the
-codebook for every position. Each token knows its (t, row, col) through three learned
-tables that are summed, so any window of up to `max_time_steps` time steps works.
+codebook for every position. Each token knows its (t, row, col) either through three learned
+tables that are summed (`positions="absolute"`, the paper's way) or through rotary angles on
+queries and keys (`"rotary"`: attention sees only offsets, so "the token one column to the left,
+one step earlier" is one relation everywhere). Any window of up to `max_time_steps` time steps
+works. Self-attention is over the whole window or factorized over space and time (`attention`).
 Every block cross-attends to the text embeddings (padding masked). When the text is
 dropped (classifier-free guidance) the context is one learned null vector.
 
@@ -20,15 +23,17 @@ from torch import nn
 
 from phenaki_cli.config import TransformerConfig
 from phenaki_cli.errors import UserError
-from phenaki_cli.nn import Block
+from phenaki_cli.nn import Block, SpaceTimeBlock, rotary_angles
 
 
 @dataclass
 class WindowContext:
-    positions: torch.Tensor  # (T·h·w, dim)
+    positions: torch.Tensor | None  # (T·h·w, dim) added to the input (absolute positions)
     text_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: keys, values (b, heads, L, dim_head)
     text_mask: torch.Tensor  # (b, L) True where valid
     time_steps: int
+    # rotary angles (n, dim_head / 2) per attention: "full" over the window, or "space" and "time"
+    rotary: dict[str, torch.Tensor] | None = None
 
 
 class MaskGIT(nn.Module):
@@ -40,24 +45,39 @@ class MaskGIT(nn.Module):
         # same scale as the positions: with torch's N(0, 1) default the token vectors are ~50× larger
         # and drown the (t, row, col) signal, and the model learns layout very slowly
         nn.init.normal_(self.token_embedding.weight, std=0.02)
-        self.time_position = nn.Parameter(torch.randn(c.max_time_steps, c.dim) * 0.02)
-        self.row_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
-        self.col_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
+        if c.positions == "absolute":
+            self.time_position = nn.Parameter(torch.randn(c.max_time_steps, c.dim) * 0.02)
+            self.row_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
+            self.col_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
         self.null_text = nn.Parameter(torch.randn(1, c.text_dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.dim_head, c.mlp_ratio, context_dim=c.text_dim)
+        block = SpaceTimeBlock if c.attention == "factorized" else Block
+        self.blocks = nn.ModuleList(block(c.dim, c.heads, c.dim_head, c.mlp_ratio, context_dim=c.text_dim)
                                     for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.dim)
         self.to_logits = nn.Linear(c.dim, c.vocab_size)
 
     # ----- what depends only on shape and prompt ---------------------------------------------
-    def positions(self, time_steps: int) -> torch.Tensor:
+    def positions(self, time_steps: int) -> torch.Tensor | None:
+        """The absolute position table (T·h·w, dim) added to the input; None with rotary positions."""
         c = self.config
         if time_steps > c.max_time_steps:
             raise UserError(f"a window of {time_steps} token time steps is longer than the transformer's "
                             f"{c.max_time_steps} positions")
+        if c.positions != "absolute":
+            return None
         table = (self.time_position[:time_steps, None, None] + self.row_position[None, :, None]
                  + self.col_position[None, None, :])
         return rearrange(table, "t h w d -> (t h w) d")
+
+    def rotary(self, time_steps: int, device: torch.device) -> dict[str, torch.Tensor] | None:
+        c = self.config
+        if c.positions != "rotary":
+            return None
+        g = c.grid_size
+        if c.attention == "factorized":
+            return {"space": rotary_angles((g, g), c.dim_head).to(device),
+                    "time": rotary_angles((time_steps,), c.dim_head).to(device)}
+        return {"full": rotary_angles((time_steps, g, g), c.dim_head).to(device)}
 
     def text_context(self, text: torch.Tensor, text_mask: torch.Tensor | None,
                      drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +103,8 @@ class MaskGIT(nn.Module):
                 drop: torch.Tensor | None = None) -> WindowContext:
         text, text_mask = self.text_context(text, text_mask, drop)
         text_kv = [block.cross.project_context(text) for block in self.blocks]
-        return WindowContext(self.positions(time_steps), text_kv, text_mask, time_steps)
+        return WindowContext(self.positions(time_steps), text_kv, text_mask, time_steps,
+                             self.rotary(time_steps, text.device))
 
     # ----- one step --------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, context: WindowContext) -> torch.Tensor:
@@ -93,8 +114,15 @@ class MaskGIT(nn.Module):
         if (h, w) != (c.grid_size, c.grid_size) or t != context.time_steps:
             raise UserError(f"token grid {t}×{h}×{w} does not match the window "
                             f"{context.time_steps}×{c.grid_size}×{c.grid_size}")
-        x = self.token_embedding(rearrange(tokens, "b t h w -> b (t h w)")) + context.positions
+        x = self.token_embedding(rearrange(tokens, "b t h w -> b (t h w)"))
+        if context.positions is not None:
+            x = x + context.positions
+        rotary = context.rotary or {}
         for block, kv in zip(self.blocks, context.text_kv):
-            x = block(x, context_kv=kv, context_mask=context.text_mask)
+            if c.attention == "factorized":
+                x = block(x, (t, h, w), context_kv=kv, context_mask=context.text_mask,
+                          rotary_space=rotary.get("space"), rotary_time=rotary.get("time"))
+            else:
+                x = block(x, context_kv=kv, context_mask=context.text_mask, rotary=rotary.get("full"))
         logits = self.to_logits(self.norm(x))
         return rearrange(logits, "b (t h w) v -> b t h w v", t=t, h=h, w=w)
