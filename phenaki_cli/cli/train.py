@@ -1,4 +1,4 @@
-"""Training commands: `train-tokenizer`, `train`, `data encode`, `export`.
+"""The training commands: `train-tokenizer` (C-ViViT) and `train` (MaskGIT on token shards).
 
 Each works in one process or under torchrun (`torchrun --nproc-per-node N -m phenaki_cli
 train …`): only process 0 prints and writes; all processes train.
@@ -12,24 +12,10 @@ from typing import Optional
 
 import typer
 
-from phenaki_cli.cli import OverwriteOption, QuietOption, _say, _setup, app, data_app, err
+from phenaki_cli.cli.common import (AccumulateOption, CpuMinutesOption, DeviceOption, EmaOption, KeepOption,
+                                    PrecisionOption, PreviewOption, QuietOption, ResumeOption, StrategyOption,
+                                    TensorboardOption, WorkersOption, err, say, setup, work_progress)
 from phenaki_cli.errors import UserError
-
-AccumulateOption = typer.Option(1, "--accumulate", help="Micro-batches per optimizer step (gradient accumulation).")
-EmaOption = typer.Option(0.0, "--ema", help="EMA decay of the weights the model directory holds (0: off; e.g. 0.999).")
-KeepOption = typer.Option(1, "--keep-last", help="Checkpoints to keep in OUTPUT/checkpoints/ (1: only the latest).")
-PreviewOption = typer.Option(500, "--preview-every", help="Steps between preview videos in OUTPUT/previews/ (0: none).")
-PrecisionOption = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16 (autocast; fp16 on CUDA "
-                               "only). auto: bf16 on CPUs with bf16 matrix instructions and on GPUs, else fp32 "
-                               "(`phenaki info` says which).")
-StrategyOption = typer.Option("ddp", "--strategy", help="Under torchrun: ddp, or fsdp to shard the model.")
-TensorboardOption = typer.Option(None, "--tensorboard", help="Also log to TensorBoard event files in this folder.")
-DeviceOption = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available).")
-ResumeOption = typer.Option(False, "--resume", help="Continue from the checkpoint in --output.")
-WorkersOption = typer.Option(0, "--workers", help="DataLoader worker processes for decoding videos.")
-CpuMinutesOption = typer.Option("", "--cpu-minutes", help="Save a checkpoint (kept with --keep-last) when the "
-                                "training process has used each of these minutes of CPU time, e.g. 5,10,20,40, "
-                                "and stop at the last: equal-compute points for learning curves.")
 
 
 def _loop_settings(cls, **values):
@@ -63,12 +49,6 @@ def _task_shares(text: str) -> dict[str, float]:
     return shares
 
 
-def _progress(quiet: bool):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err, disable=quiet)
-
-
 def _throughput(clips_per_step: int):
     """'N clips/s' over this run so far (a resumed run counts from where it resumed)."""
     first: list[int] = []
@@ -80,7 +60,6 @@ def _throughput(clips_per_step: int):
     return rate
 
 
-@app.command("train-tokenizer")
 def train_tokenizer_command(
         data: str = typer.Argument(..., help="'shapes' (Shapes World, streamed) or a dataset folder."),
         output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
@@ -121,7 +100,7 @@ def train_tokenizer_command(
     from phenaki_cli.train.distributed import Distributed
     from phenaki_cli.train.tokenizer import TrainSettings, train_tokenizer
 
-    _setup()
+    setup()
     if init_from is not None:
         if config is not None:
             raise UserError("--init-from takes the config of the tokenizer it starts from; drop --config")
@@ -157,7 +136,7 @@ def train_tokenizer_command(
     where = Distributed.from_env(device)
     quiet = quiet or not where.is_main
     try:
-        with _progress(quiet) as progress:
+        with work_progress(quiet) as progress:
             task = progress.add_task("train-tokenizer", total=steps, status="")
             rate = _throughput(batch_size * accumulate * where.world)
 
@@ -169,7 +148,7 @@ def train_tokenizer_command(
                                    init_from=init_from)
     finally:
         where.close()
-    _say(quiet, f"wrote {output}: step {last.get('step', steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
+    say(quiet, f"wrote {output}: step {last.get('step', steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
                 + (f", skipped {last['skipped_files']} unreadable files" if last.get("skipped_files") else ""))
 
 
@@ -216,7 +195,6 @@ def _design(config, config_file: Path | None, **fields):
     return from_dict(type(config), values, str(config_file or "transformer config"))
 
 
-@app.command("train")
 def train_command(
         data: str = typer.Argument(..., help="Token shards (`phenaki data encode`), a dataset folder, or 'shapes'."),
         output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
@@ -263,7 +241,7 @@ def train_command(
     from phenaki_cli.train.distributed import Distributed
     from phenaki_cli.train.transformer import TransformerTrainSettings, train_transformer
 
-    _setup()
+    setup()
     if preset not in TRANSFORMER_PRESETS:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(TRANSFORMER_PRESETS)}")
     if not 0 <= image_share <= 1:
@@ -286,7 +264,7 @@ def train_command(
     where = Distributed.from_env(device)
     quiet = quiet or not where.is_main
     try:
-        with _progress(quiet) as progress:
+        with work_progress(quiet) as progress:
             shards, index, examples = _load_shards(
                 data, output.with_name(output.name + ".tokens"), tok, text_encoder, frames, prime_frames, clips,
                 False, fps, seed, workers, where, progress)
@@ -328,77 +306,4 @@ def train_command(
                                      init_from=None if resuming else init_from)
     finally:
         where.close()
-    _say(quiet, f"wrote {output}: step {last.get('step', steps)}, loss {last.get('loss', float('nan')):.3f}")
-
-
-@data_app.command("encode")
-def data_encode(
-        data: str = typer.Argument(..., help="'shapes', a video folder, or an image folder (--images)."),
-        output: Path = typer.Option(..., "--output", "-o", help="Shard folder to write."),
-        tokenizer: Path = typer.Option(..., "--tokenizer", help="Model directory with the trained tokenizer."),
-        text_encoder: Optional[str] = typer.Option(
-            None, "--text-encoder", help="T5 directory or hub id (default: build a small one from the captions)."),
-        frames: int = typer.Option(17, help="Frames per clip (1 + t·n); images are 1 frame."),
-        prime_frames: int = typer.Option(5, "--prime-frames", help="Shapes World: frames given in continuation clips."),
-        clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
-        images: bool = typer.Option(False, "--images", help="DATA is an image folder (LAION-style img + txt)."),
-        fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
-        shard_size: int = typer.Option(4096, "--shard-size", help="Clips per shard file."),
-        seed: int = typer.Option(0), workers: int = WorkersOption, device: Optional[str] = DeviceOption,
-        overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
-    """Pre-tokenize a dataset into shards (video tokens + T5 embeddings) for `phenaki train`."""
-    from phenaki_cli.data.encode import encode_dataset
-    from phenaki_cli.files import check_output
-    from phenaki_cli.modeldir import load_tokenizer
-    from phenaki_cli.text import TextEncoder
-    from phenaki_cli.train.distributed import Distributed
-
-    _setup()
-    check_output(output, overwrite)
-    if shard_size < 1:
-        raise UserError(f"--shard-size must be at least 1, got {shard_size}")
-    tok, _ = load_tokenizer(tokenizer)
-    target = Distributed.from_env(device).device
-    tok.to(target)
-    encoder = TextEncoder.load(text_encoder) if text_encoder else None
-    with _progress(quiet) as progress:
-        task = progress.add_task("encode", total=None, status="")
-        index = encode_dataset(data, output, tok, encoder, 1 if images else frames, prime_frames, clips, images,
-                               fps, seed, workers, shard_size, on_total=lambda n: progress.update(task, total=n),
-                               on_batch=lambda n: progress.advance(task, n), device=target)
-    _say(quiet, f"wrote {output}: {index.examples} {index.kind} clips in {len(index.shards)} shards"
-                + (f", skipped {index.skipped} unreadable or too-short files" if index.skipped else ""))
-
-
-@app.command("export")
-def export_command(source: Path = typer.Argument(..., help="A training folder (or any full model directory)."),
-                   output: Path = typer.Option(..., "--output", "-o", help="Model directory to write."),
-                   fp16: bool = typer.Option(True, "--fp16/--fp32", help="Store weights in fp16 (loads as fp32)."),
-                   card: Optional[Path] = typer.Option(None, "--card", help="A MODEL_CARD.md to include."),
-                   tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Swap in this tokenizer's "
-                                                            "decoder: it must make the same tokens (train-tokenizer "
-                                                            "--decoder-only)."),
-                   overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
-    """Write a clean model directory for shipping: weights, text encoder, card; no training state."""
-    import torch
-
-    from phenaki_cli.data.tokens import tokenizer_fingerprint
-    from phenaki_cli.files import check_output
-    from phenaki_cli.modeldir import load_tokenizer
-    from phenaki_cli.pipeline import Phenaki
-
-    check_output(output, overwrite)
-    if card is not None and not card.is_file():
-        raise UserError(f"{card}: model card not found")
-    model = Phenaki.from_pretrained(source)
-    if tokenizer is not None:
-        replacement, _ = load_tokenizer(tokenizer)
-        if tokenizer_fingerprint(replacement) != tokenizer_fingerprint(model.tokenizer):
-            raise UserError(f"{tokenizer}: makes other tokens than {source}'s tokenizer (the transformer was "
-                            f"trained on those); fine-tune a decoder with train-tokenizer --init-from "
-                            f"{source} --decoder-only")
-        model.tokenizer = replacement
-    model.save_pretrained(output, dtype=torch.float16 if fp16 else None,
-                          model_card=card.read_text() if card is not None else None)
-    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
-    _say(quiet, f"wrote {output} ({size / 1e6:.1f} MB)")
+    say(quiet, f"wrote {output}: step {last.get('step', steps)}, loss {last.get('loss', float('nan')):.3f}")

@@ -13,8 +13,8 @@ from typing import Iterator, Optional
 import numpy as np
 import typer
 
-from phenaki_cli.cli import (GuidanceOption, JsonOption, ModelOption, OverwriteOption, QuietOption, SeedOption,
-                             StepsOption, TemperatureOption, TextEncoderOption, _say, _setup, app)
+from phenaki_cli.cli.common import (GuidanceOption, JsonOption, ModelOption, OverwriteOption, QuietOption, SeedOption,
+                                    StepsOption, TemperatureOption, TextEncoderOption, say, setup)
 from phenaki_cli.errors import UserError
 
 IterationsOption = typer.Option(None, "--iterations", help="Re-encode rounds when known frames or pixels come after "
@@ -27,7 +27,7 @@ FramesOption = typer.Option(None, "--frames", help="Frames of the output (1 + tÂ
 def _load(model: Path, text_encoder: Optional[str], steps, guidance, temperature):
     from phenaki_cli.pipeline import Phenaki
 
-    _setup()
+    setup()
     phenaki = Phenaki.from_pretrained(model, text_encoder)
     return phenaki, phenaki.settings(steps=steps, guidance=guidance, temperature=temperature)
 
@@ -55,7 +55,7 @@ def _write(output: Path, chunks: Iterator[np.ndarray], fps: float, report: dict,
     if as_json:
         print(json.dumps(report))
     else:
-        _say(quiet, f"wrote {output} ({count} frames, {report['seconds']:.1f} s)")
+        say(quiet, f"wrote {output} ({count} frames, {report['seconds']:.1f} s)")
 
 
 def _window_frames(phenaki, settings, frames: Optional[int]) -> int:
@@ -69,7 +69,6 @@ def _window_frames(phenaki, settings, frames: Optional[int]) -> int:
     return total
 
 
-@app.command()
 def complete(video: Path = typer.Argument(..., help="The video whose frames are kept."),
              prompt: str = typer.Argument(..., help="What happens in the frames to fill."),
              output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
@@ -94,7 +93,6 @@ def complete(video: Path = typer.Argument(..., help="The video whose frames are 
            as_json, quiet)
 
 
-@app.command()
 def inpaint(video: Path = typer.Argument(..., help="The video to change inside a region."),
             prompt: str = typer.Argument(..., help="What the region should show."),
             output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
@@ -131,7 +129,6 @@ def inpaint(video: Path = typer.Argument(..., help="The video to change inside a
            {"region_pixels": int(region.sum()), "prompt": prompt, "seed": seed}, as_json, quiet)
 
 
-@app.command()
 def edit(video: Path = typer.Argument(..., help="The video to edit."),
          prompt: str = typer.Argument(..., help="The video as it should be, e.g. 'the red circle turns blue'."),
          output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
@@ -174,4 +171,3 @@ def generate_between(prompt: str, output: Path, start: Optional[Path], end: Path
     result = fill(phenaki, source, known, prompt, settings, seed)
     _write(output, iter([result.frames]), phenaki.fps, {"prompt": prompt, "seed": seed, "end_image": str(end)},
            as_json, quiet)
-

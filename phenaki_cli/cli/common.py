@@ -1,0 +1,88 @@
+"""What the commands share: consoles, the shared options, and the small helpers that print or check.
+
+Imports no command module: the command modules import this, and `phenaki_cli.cli` assembles them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from phenaki_cli.errors import UserError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_MODEL = Path(os.environ.get("PHENAKI_MODEL", Path(__file__).resolve().parents[2] / "models" / "shapes-64"))
+ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model directory (default: the shipped Shapes World model).")
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+OverwriteOption = typer.Option(False, "--overwrite", help="Replace the output if it exists.")
+InferencePrecisionOption = typer.Option("fp32", "--precision", help="fp32, or bf16: about 1.6× as fast on CPUs "
+                                        "with native bf16; a few near-tie tokens differ.")
+
+# generation and sampling
+TextEncoderOption = typer.Option(None, "--text-encoder", help="T5 encoder directory or hub id (default: the model's own).")
+SeedOption = typer.Option(0, "--seed", help="Same seed, model and script give the same frames.")
+StepsOption = typer.Option(None, "--steps", help="MaskGIT decoding steps per window (default: the model's).")
+GuidanceOption = typer.Option(None, "--guidance", help="Classifier-free guidance scale (0 unconditional, 1 conditional).")
+TemperatureOption = typer.Option(None, "--temperature", help="Confidence noise, annealed to 0 over the steps.")
+PrimeOption = typer.Option(None, "--prime-frames", help="K frames re-encoded to start each later window (1 + t·m).")
+FpsOption = typer.Option(None, "--fps", help="Frame rate of the output and of scene durations (default: the model's).")
+StoryboardOption = typer.Option(False, "--storyboard", help="Also write NAME.storyboard.png, a captioned contact sheet.")
+
+# training
+AccumulateOption = typer.Option(1, "--accumulate", help="Micro-batches per optimizer step (gradient accumulation).")
+EmaOption = typer.Option(0.0, "--ema", help="EMA decay of the weights the model directory holds (0: off; e.g. 0.999).")
+KeepOption = typer.Option(1, "--keep-last", help="Checkpoints to keep in OUTPUT/checkpoints/ (1: only the latest).")
+PreviewOption = typer.Option(500, "--preview-every", help="Steps between preview videos in OUTPUT/previews/ (0: none).")
+PrecisionOption = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16 (autocast; fp16 on CUDA "
+                               "only). auto: bf16 on CPUs with bf16 matrix instructions and on GPUs, else fp32 "
+                               "(`phenaki info` says which).")
+StrategyOption = typer.Option("ddp", "--strategy", help="Under torchrun: ddp, or fsdp to shard the model.")
+TensorboardOption = typer.Option(None, "--tensorboard", help="Also log to TensorBoard event files in this folder.")
+DeviceOption = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available).")
+ResumeOption = typer.Option(False, "--resume", help="Continue from the checkpoint in --output.")
+WorkersOption = typer.Option(0, "--workers", help="DataLoader worker processes for decoding videos.")
+CpuMinutesOption = typer.Option("", "--cpu-minutes", help="Save a checkpoint (kept with --keep-last) when the "
+                                "training process has used each of these minutes of CPU time, e.g. 5,10,20,40, "
+                                "and stop at the last: equal-compute points for learning curves.")
+
+
+def setup() -> None:
+    from phenaki_cli.runtime import tune_allocator
+    tune_allocator()
+
+
+def say(quiet: bool, message: str) -> None:
+    if not quiet:
+        err.print(message)
+
+
+def check_precision(name: str) -> None:
+    """Name a bad --precision before any work is done."""
+    import torch
+
+    from phenaki_cli.runtime import precision_scope
+    precision_scope(torch.device("cpu"), name)
+
+
+def scene_bounds(scenes: str) -> tuple[int, int]:
+    try:
+        low, _, high = scenes.partition("-")
+        bounds = (int(low), int(high or low))
+    except ValueError:
+        raise UserError(f"--scenes {scenes!r}: give N or MIN-MAX") from None
+    if bounds[0] < 1 or bounds[1] < bounds[0]:
+        raise UserError(f"--scenes {scenes!r}: need 1 <= MIN <= MAX")
+    return bounds
+
+
+def work_progress(quiet: bool):
+    """A progress bar for long work (training, encoding), with a status field, on stderr."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err, disable=quiet)

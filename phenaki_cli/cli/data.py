@@ -1,0 +1,93 @@
+"""The `data` commands: Shapes World datasets (`shapes`), exact renders (`render`), token shards (`encode`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from phenaki_cli.cli.common import (DeviceOption, OverwriteOption, QuietOption, WorkersOption, say, scene_bounds,
+                                    setup, work_progress)
+from phenaki_cli.errors import UserError
+
+
+def data_shapes(count: int = typer.Option(..., "-n", help="Number of videos."),
+                output: Path = typer.Option(..., "--output", "-o", help="Dataset folder to write."),
+                split: str = typer.Option("train", help="train | val | test | heldout"),
+                scenes: str = typer.Option("1", help="Scenes per video: N or MIN-MAX (e.g. 2-6)."),
+                frames_per_scene: int = typer.Option(16), size: int = typer.Option(64), fps: float = typer.Option(8.0),
+                overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Write a Shapes World dataset: mp4 files + captions.jsonl (the format of user datasets)."""
+    from phenaki_cli.data.datasets import write_shapes_dataset
+    from phenaki_cli.data.shapes_sampler import SPLIT_CODES
+    from phenaki_cli.files import check_output
+
+    check_output(output, overwrite)
+    if split not in SPLIT_CODES:
+        raise UserError(f"--split {split!r}: choose one of {', '.join(SPLIT_CODES)}")
+    bounds = scene_bounds(scenes)
+    if count < 1 or frames_per_scene < 1 or size < 8:
+        raise UserError("need -n >= 1, --frames-per-scene >= 1, --size >= 8")
+    write_shapes_dataset(output, count, frames_per_scene, size, fps, split, bounds)
+    say(quiet, f"wrote {output}: {count} videos + captions.jsonl")
+
+
+def data_render(script: Path = typer.Argument(..., help="A Shapes World story script."),
+                output: Path = typer.Option(..., "--output", "-o", help="Video to write (+ sidecar .json)."),
+                size: int = typer.Option(64), fps: float = typer.Option(8.0), seed: int = typer.Option(0),
+                overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Render a Shapes World story exactly (ground truth), with a sidecar JSON of its scenes."""
+    from phenaki_cli.data.shapes_world import parse_captions, render_story
+    from phenaki_cli.files import check_output, write_text_atomic
+    from phenaki_cli.story import load_story, sidecar_path
+    from phenaki_cli.video_io import write_video
+
+    check_output(output, overwrite)
+    story = load_story(script, fps)
+    captions = parse_captions([s.prompt for s in story.scenes], [f"{script}:{s.line}" for s in story.scenes])
+    rendering = render_story(captions, [s.frames for s in story.scenes], size=size, seed=seed)
+    write_video(output, rendering.frames, fps)
+    sidecar = {"fps": fps, "seed": seed, "source": str(script), "scenes": [
+        {"prompt": s.prompt, "start": a, "end": b} for s, (a, b) in zip(story.scenes, rendering.scene_ranges)]}
+    write_text_atomic(sidecar_path(output), json.dumps(sidecar, indent=2) + "\n")
+    say(quiet, f"wrote {output} ({len(rendering.frames)} frames, {len(story.scenes)} scenes)")
+
+
+def data_encode(
+        data: str = typer.Argument(..., help="'shapes', a video folder, or an image folder (--images)."),
+        output: Path = typer.Option(..., "--output", "-o", help="Shard folder to write."),
+        tokenizer: Path = typer.Option(..., "--tokenizer", help="Model directory with the trained tokenizer."),
+        text_encoder: Optional[str] = typer.Option(
+            None, "--text-encoder", help="T5 directory or hub id (default: build a small one from the captions)."),
+        frames: int = typer.Option(17, help="Frames per clip (1 + t·n); images are 1 frame."),
+        prime_frames: int = typer.Option(5, "--prime-frames", help="Shapes World: frames given in continuation clips."),
+        clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
+        images: bool = typer.Option(False, "--images", help="DATA is an image folder (LAION-style img + txt)."),
+        fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
+        shard_size: int = typer.Option(4096, "--shard-size", help="Clips per shard file."),
+        seed: int = typer.Option(0), workers: int = WorkersOption, device: Optional[str] = DeviceOption,
+        overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Pre-tokenize a dataset into shards (video tokens + T5 embeddings) for `phenaki train`."""
+    from phenaki_cli.data.encode import encode_dataset
+    from phenaki_cli.files import check_output
+    from phenaki_cli.modeldir import load_tokenizer
+    from phenaki_cli.text import TextEncoder
+    from phenaki_cli.train.distributed import Distributed
+
+    setup()
+    check_output(output, overwrite)
+    if shard_size < 1:
+        raise UserError(f"--shard-size must be at least 1, got {shard_size}")
+    tok, _ = load_tokenizer(tokenizer)
+    target = Distributed.from_env(device).device
+    tok.to(target)
+    encoder = TextEncoder.load(text_encoder) if text_encoder else None
+    with work_progress(quiet) as progress:
+        task = progress.add_task("encode", total=None, status="")
+        index = encode_dataset(data, output, tok, encoder, 1 if images else frames, prime_frames, clips, images,
+                               fps, seed, workers, shard_size, on_total=lambda n: progress.update(task, total=n),
+                               on_batch=lambda n: progress.advance(task, n), device=target)
+    say(quiet, f"wrote {output}: {index.examples} {index.kind} clips in {len(index.shards)} shards"
+                + (f", skipped {index.skipped} unreadable or too-short files" if index.skipped else ""))

@@ -1,0 +1,134 @@
+"""The generation commands: `story` (a script → one continuous video) and `generate` (one scene)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from phenaki_cli.cli.common import (FpsOption, GuidanceOption, JsonOption, ModelOption, OverwriteOption, PrimeOption,
+                                    QuietOption, SeedOption, StepsOption, StoryboardOption, TemperatureOption,
+                                    TextEncoderOption, err, say, setup)
+from phenaki_cli.errors import UserError
+
+
+def _warn_unknown_words(text_encoder, scenes, where: str) -> None:
+    """One warning per script line that first uses words the vocabulary does not cover."""
+    first_seen: dict[str, object] = {}
+    counts: dict[str, int] = {}
+    for scene in scenes:
+        for word in dict.fromkeys(text_encoder.unknown_words(scene.prompt)):
+            first_seen.setdefault(word, scene.line)
+            counts[word] = counts.get(word, 0) + 1
+    by_line: dict[object, list[str]] = {}
+    for word, line in first_seen.items():
+        by_line.setdefault(line, []).append(word)
+    for line, words in by_line.items():
+        place = f"{where}:{line}" if line else where
+        more = max(counts[w] for w in words) - 1
+        err.print(f"[yellow]warning:[/yellow] {place}: the text encoder does not know "
+                  + ", ".join(repr(w) for w in words) + (f" (used in {more} more scenes)" if more else ""),
+                  highlight=False)
+
+
+def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[str], seed: int, steps, guidance,
+                    temperature, prime_frames, fps: Optional[float], start: Optional[Path], start_is_image: bool,
+                    storyboard: bool, as_json: bool, quiet: bool, where: str) -> None:
+    """What `story` and `generate` share: load, warn about unknown words, generate with progress, report."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from phenaki_cli.jobs import render_video, storyboard_path
+    from phenaki_cli.pipeline import Phenaki
+    from phenaki_cli.video_io import read_video
+
+    setup()
+    loaded = time.perf_counter()
+    phenaki = Phenaki.from_pretrained(model, text_encoder)
+    load_seconds = time.perf_counter() - loaded
+    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature, prime_frames=prime_frames)
+    fps = fps or phenaki.fps
+    scenes = scenes(fps)
+    _warn_unknown_words(phenaki.text_encoder, scenes, where)
+    start_frames, source = None, None
+    if start is not None:
+        size = phenaki.tokenizer.config.image_size
+        video = read_video(start, fps=None if start_is_image else fps, size=size)
+        start_frames = video.frames[:1] if start_is_image else video.frames
+        source = {"path": str(start), "kind": "image" if start_is_image else "video"}
+    plan = phenaki.plan([s.frames for s in scenes], settings, 0 if start_frames is None else len(start_frames))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=quiet or as_json) as progress:
+        tasks = [progress.add_task(f"scene {i + 1}: {s.prompt[:48]}", total=settings.steps * sum(
+            w.scene == i for w in plan)) for i, s in enumerate(scenes)]
+        sidecar = render_video(phenaki, scenes, output, settings, seed, fps, start_frames, source, storyboard,
+                               on_step=lambda window, step: progress.advance(tasks[window.scene]))
+    sidecar["timings"]["load_seconds"] = round(load_seconds, 3)
+    if as_json:
+        print(json.dumps({"output": str(output), **sidecar}))
+        return
+    extra = f" and {storyboard_path(output)}" if storyboard else ""
+    say(quiet, f"wrote {output} ({sidecar['frames']} frames, {len(scenes)} scene(s), "
+                f"{sidecar['timings']['seconds']:.1f} s){extra}")
+
+
+def story(script: Path = typer.Argument(..., help="Story script: one scene prompt per line, optional [3s]/[24f]."),
+          output: Path = typer.Option(..., "--output", "-o", help="Video to write (.mp4, .webm, .gif, folder)."),
+          model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
+          steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
+          temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
+          fps: Optional[float] = FpsOption,
+          start: Optional[Path] = typer.Option(None, "--from", help="Continue this video (it heads the output)."),
+          storyboard: bool = StoryboardOption, overwrite: bool = OverwriteOption, as_json: bool = JsonOption,
+          quiet: bool = QuietOption):
+    """Turn a story script into one continuous video, scene after scene."""
+    from phenaki_cli.files import check_output
+    from phenaki_cli.story import load_story
+
+    check_output(output, overwrite)
+    if not script.is_file():
+        raise UserError(f"{script}: story script not found")
+
+    def scenes(fps: float):
+        return load_story(script, fps).scenes
+
+    scenes(8.0)  # parse errors before loading the model
+    _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
+                    start, False, storyboard, as_json, quiet, str(script))
+
+
+def generate(prompt: str = typer.Argument(..., help="What happens in the scene."),
+             output: Path = typer.Option(..., "--output", "-o", help="Video to write (.mp4, .webm, .gif, folder)."),
+             seconds: float = typer.Option(2.0, "--seconds", help="Length of the scene."),
+             image: Optional[Path] = typer.Option(None, "--image", help="Start frame (image-to-video)."),
+             image_end: Optional[Path] = typer.Option(None, "--image-end", help="Last frame to arrive at (one window)."),
+             model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
+             steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
+             temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
+             fps: Optional[float] = FpsOption, storyboard: bool = StoryboardOption,
+                overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
+    """Generate one scene from a prompt (from a start image with --image)."""
+    from phenaki_cli.files import check_output
+    from phenaki_cli.story import Scene
+
+    check_output(output, overwrite)
+    if not prompt.strip():
+        raise UserError("the prompt is empty")
+    if seconds <= 0:
+        raise UserError(f"--seconds must be positive, got {seconds:g}")
+
+    if image_end is not None:
+        if storyboard or prime_frames is not None or fps is not None:
+            raise UserError("--image-end makes one window at the model's fps: drop --storyboard, --prime-frames, --fps")
+        from phenaki_cli.cli.complete import generate_between
+        return generate_between(prompt.strip(), output, image, image_end, seconds, model, text_encoder, seed, steps,
+                                guidance, temperature, as_json, quiet)
+
+    def scenes(fps: float):
+        return [Scene(prompt.strip(), max(1, round(seconds * fps)))]
+
+    _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
+                    image, True, storyboard, as_json, quiet, "prompt")
