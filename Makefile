@@ -69,6 +69,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/tokenizer.py
+	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/sampling.py
 	$(BIN)/python bench/token_locality.py
 	$(BIN)/python bench/transformer_probe.py

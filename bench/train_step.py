@@ -7,8 +7,9 @@ A step is forward + backward + AdamW. For each path the bench reports seconds pe
 per second and achieved TFLOP/s (the model's FLOPs, counted from the shapes by torch's
 FlopCounterMode, over wall time). The paths:
 
-- `before`: fp32 and the fused attention kernel everywhere: the step as it was before attention
-  was chosen per call (nn.attention_kernel("fused") keeps that path selectable);
+- `before`: fp32, the fused attention kernel everywhere and (transformer) logits at every position:
+  the step as it was before attention was chosen per call (nn.attention_kernel("fused") keeps that
+  path selectable) and before the loss asked for the masked positions' logits alone;
 - `fp32`, `bf16`: attention chosen per call (nn.attention), in each precision;
 - transformer only, `factorized_bf16`: the same size with attention factorized over space and time
   and rotary positions (TransformerConfig attention="factorized", positions="rotary").
@@ -86,6 +87,15 @@ def tokenizer_paths() -> tuple[dict[str, StepPath], int]:
     return {"before": path("fp32", "fused"), "fp32": path("fp32", "auto"), "bf16": path("bf16", "auto")}, tokens
 
 
+class AllLogits(MaskGIT):
+    """The step before logits were computed at the masked positions only: every position's logits,
+    then the masked ones picked (what `before` measures)."""
+
+    def forward(self, tokens, context, only=None):
+        logits = super().forward(tokens, context)
+        return logits if only is None else logits[only]
+
+
 def transformer_paths() -> tuple[dict[str, StepPath], int]:
     config = dataclasses.replace(TRANSFORMER_PRESETS["shapes"], max_time_steps=11)  # as shipped
     time_steps, g = config.max_time_steps, config.grid_size
@@ -98,11 +108,11 @@ def transformer_paths() -> tuple[dict[str, StepPath], int]:
     def loss(model):
         return masked_token_loss(model, tokens, text, text_mask, prefix, 0.1, torch.Generator().manual_seed(0))[0]
 
-    def path(precision, kernel, **design):
+    def path(precision, kernel, model=MaskGIT, **design):
         torch.manual_seed(0)
-        return StepPath(MaskGIT(dataclasses.replace(config, **design)).train(), loss, precision, kernel)
+        return StepPath(model(dataclasses.replace(config, **design)).train(), loss, precision, kernel)
 
-    paths = {"before": path("fp32", "fused"), "fp32": path("fp32", "auto"), "bf16": path("bf16", "auto"),
+    paths = {"before": path("fp32", "fused", AllLogits), "fp32": path("fp32", "auto"), "bf16": path("bf16", "auto"),
              "factorized_bf16": path("bf16", "auto", attention="factorized", positions="rotary")}
     return paths, BATCH * time_steps * g * g
 

@@ -107,8 +107,10 @@ class MaskGIT(nn.Module):
                              self.rotary(time_steps, text.device))
 
     # ----- one step --------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, context: WindowContext) -> torch.Tensor:
-        """tokens (b, T, h, w) with [MASK] = vocab_size → logits (b, T, h, w, vocab_size)."""
+    def forward(self, tokens: torch.Tensor, context: WindowContext, only: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (b, T, h, w) with [MASK] = vocab_size → logits (b, T, h, w, vocab_size); with `only`
+        (b, T, h, w) bool, the logits (n, vocab_size) of those positions alone (training needs just
+        the masked ones, and the output layer is the widest matrix product of a step)."""
         c = self.config
         b, t, h, w = tokens.shape
         if (h, w) != (c.grid_size, c.grid_size) or t != context.time_steps:
@@ -124,5 +126,7 @@ class MaskGIT(nn.Module):
                           rotary_space=rotary.get("space"), rotary_time=rotary.get("time"))
             else:
                 x = block(x, context_kv=kv, context_mask=context.text_mask, rotary=rotary.get("full"))
+        if only is not None:
+            return self.to_logits(self.norm(x[rearrange(only, "b t h w -> b (t h w)")]))
         logits = self.to_logits(self.norm(x))
         return rearrange(logits, "b (t h w) v -> b t h w v", t=t, h=h, w=w)

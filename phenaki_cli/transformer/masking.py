@@ -122,8 +122,8 @@ def masked_token_loss(model: MaskGIT, tokens: torch.Tensor, text: torch.Tensor, 
     mask = mask_among(given, generator).to(tokens.device)
     drop = torch.rand(tokens.shape[0], generator=generator) < text_drop
     context = model.prepare(text, text_mask, tokens.shape[1], drop=drop)
-    logits = model(tokens.masked_fill(mask, model.config.mask_id), context)
-    loss = F.cross_entropy(logits[mask], tokens[mask])
+    logits = model(tokens.masked_fill(mask, model.config.mask_id), context, only=mask)
+    loss = F.cross_entropy(logits, tokens[mask])
     with torch.no_grad():
-        accuracy = (logits[mask].argmax(-1) == tokens[mask]).float().mean().item()
+        accuracy = (logits.argmax(-1) == tokens[mask]).float().mean().item()
     return loss, {"accuracy": accuracy, "masked": int(mask.sum())}
