@@ -7,3 +7,8 @@ class UserError(Exception):
     The message must name the problem precisely (file, line, value): the CLI prints it
     alone, without a traceback.
     """
+
+
+class Interrupted(Exception):
+    """Ctrl-C, after which the command itself says what it left: the entry point prints the
+    message (if any) and exits 130, instead of its generic "no partial output was left"."""

@@ -43,11 +43,11 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     try:
+        usual_modes(tmp)  # mkstemp / mkdtemp make 0600 / 0700
         yield tmp
+        if directory:
+            usual_modes(tmp)  # what was written inside (some writers, safetensors', make 0600 files)
         if directory and path.is_dir():
             # a directory cannot be renamed over another: move the old one aside first, so
             # a crash between the two renames leaves it (as .NAME.old) rather than nothing
@@ -64,6 +64,16 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def usual_modes(path: Path) -> None:
+    """Give `path` (and, for a folder, everything in it) the mode a plain `open` or `mkdir` would:
+    0666 / 0777 less the user's umask, as any other tool's output gets."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

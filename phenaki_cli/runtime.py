@@ -39,6 +39,27 @@ def tune_allocator() -> bool:
         return False
 
 
+def default_threads() -> tuple[int, str]:
+    """Compute threads per process, and why: the cores this process may run on, shared among the
+    processes torchrun starts on this machine (more threads than cores make each step slower)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if local > 1:
+        return max(1, cores // local), f"{cores} cores shared by {local} processes"
+    return cores, f"{cores} cores available to this process"
+
+
+def set_threads(threads: int) -> int:
+    """Use `threads` compute threads (0: `default_threads`); returns the number set."""
+    if threads < 0:
+        raise UserError(f"--threads must be at least 0 (0: one per core), got {threads}")
+    threads = threads or default_threads()[0]
+    torch.set_num_threads(threads)
+    return threads
+
+
 def machine_precision(device: torch.device) -> tuple[str, str]:
     """The precision this device computes fastest at without losing training quality, and why.
 

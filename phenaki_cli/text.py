@@ -46,9 +46,22 @@ class TextEncoder:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+
+        def load(**options):
+            return (AutoTokenizer.from_pretrained(source, **options),
+                    T5EncoderModel.from_pretrained(source, dtype=torch.float32, **options))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = T5EncoderModel.from_pretrained(source, dtype=torch.float32)
+            if looks_local:
+                tokenizer, model = load()
+            else:  # a hub id: the local cache first; the network only when it is there
+                try:
+                    tokenizer, model = load(local_files_only=True)
+                except OSError:
+                    if not _hub_reachable():
+                        raise UserError(f"{source}: not a folder here and not in the Hugging Face cache, and the "
+                                        f"hub cannot be reached (offline); download it where there is a network "
+                                        f"(`hf download {source}`) or give its folder") from None
+                    tokenizer, model = load()
         except (OSError, ValueError, ImportError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{source}: cannot load a T5 text encoder ({first})") from None
@@ -90,6 +103,21 @@ class TextEncoder:
     def embed_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts → padded embeddings (b, L, d) and a padding mask (b, L), True where valid."""
         return pad_embeddings([self.embed(p) for p in prompts])
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub be reached now? (huggingface_hub would otherwise retry for a minute.)"""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def pad_embeddings(embeddings: list[torch.Tensor], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -416,10 +416,12 @@ def test_train_resume_and_export_commands(tiny_phenaki_dir, tmp_path):
     run = tmp_path / "run"
     args = ["train", "shapes", "-o", run, "--clips", "16", "--frames", "9", "--batch-size", "2", "--save-every", "3",
             "-q"]
-    code, _, err = run_cli(*args, "--steps", "3", "--tokenizer", tiny_phenaki_dir, "--preset", "tiny")
+    code, _, err = run_cli(*args, "--steps", "6", "--until-step", "3", "--tokenizer", tiny_phenaki_dir,
+                           "--preset", "tiny")
     assert code == 0, err
     assert (tmp_path / "run.tokens" / "index.json").is_file()
-    code, _, err = run_cli(*args, "--steps", "6", "--resume")
+    assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    code, _, err = run_cli(*args, "--resume")  # the rest of the run: its own --steps 6
     assert code == 0, err
     assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     code, _, err = run_cli(*args, "--steps", "6", "--tokenizer", tiny_phenaki_dir)

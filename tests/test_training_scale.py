@@ -96,12 +96,39 @@ def test_two_processes_match_one_process_accumulating_the_same_batch(dataset, tm
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-5)
     assert_same_weights(tmp_path / "single", tmp_path / "ddp", "transformer")
     # FSDP for two steps, then the same run resumed by DDP for the last two
-    code, err = torchrun(*common, "-o", tmp_path / "mixed", "--steps", "2", "--strategy", "fsdp")
+    code, err = torchrun(*common, "-o", tmp_path / "mixed", "--steps", "4", "--until-step", "2", "--strategy", "fsdp")
     assert code == 0, err[-2000:]
     code, err = torchrun(*common, "-o", tmp_path / "mixed", "--steps", "4", "--resume")
     assert code == 0, err[-2000:]
     assert losses(tmp_path / "mixed") == pytest.approx(losses(tmp_path / "single"), rel=1e-5)
     assert_same_weights(tmp_path / "single", tmp_path / "mixed", "transformer")
+
+
+def test_ctrl_c_under_torchrun_stops_every_process_cleanly(dataset, tmp_path):
+    """The processes exit without a traceback of their own, process 0 says which step was kept, and
+    the kept checkpoint resumes. (torchrun's own report of the signal is torchrun's.)"""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = ["train-tokenizer", dataset / "ds", "-o", run, "--preset", "tiny", "--steps", "100000", "--batch-size",
+            "2", "--frames", "5", "--save-every", "2", "--preview-every", "0", "-q"]
+    process = subprocess.Popen([str(TORCHRUN), "--nproc-per-node", "2", "-m", "phenaki_cli", *map(str, args)],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + 120
+    while not run.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=120)[1]
+    said = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(said) == 1 and "keeps the checkpoint of step" in said[0], err[-3000:]
+    assert "phenaki_cli/" not in err, err[-3000:]  # no traceback from a process (only torchrun's own)
+    saved = int(said[0].split("checkpoint of step ")[1].split(";")[0])
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == saved
+    code, _, err = run_cli("train-tokenizer", dataset / "ds", "-o", run, "--resume", "--until-step", str(saved + 1),
+                           "-q")
+    assert code == 0, err
 
 
 def test_tokenizer_ddp_matches_accumulation(dataset, tmp_path):

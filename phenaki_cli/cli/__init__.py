@@ -13,7 +13,7 @@ import typer
 
 from phenaki_cli.cli import codec, complete, data, evaluate, generate, models, train
 from phenaki_cli.cli.common import err
-from phenaki_cli.errors import UserError
+from phenaki_cli.errors import Interrupted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Text-to-video stories with a causal C-ViViT tokenizer and a MaskGIT transformer.")
@@ -39,12 +39,23 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGTERM, on_interrupt)
+    import os
+
+    from rich.text import Text
+
+    # under torchrun every process runs this; process 0 speaks for them all
+    speaks = os.environ.get("RANK", "0") == "0"
     try:
         app()  # typer reports usage errors itself (exit 2) and turns Ctrl-C into exit 130
     except UserError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        # the message as is: user text (paths, prompts) must not be read as markup
+        err.print(Text.assemble(("error:", "red"), " ", str(e)), highlight=False)
         sys.exit(2)
+    except Interrupted as e:  # the command said what it left
+        if speaks and str(e):
+            err.print(str(e), markup=False, highlight=False)
+        sys.exit(130)
     except SystemExit as e:
-        if e.code == 130:
+        if e.code == 130 and speaks:
             err.print("interrupted; no partial output was left")
         raise

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from phenaki_cli.cli.common import (InferencePrecisionOption, JsonOption, ModelOption, OverwriteOption, QuietOption,
-                                    check_precision, say, setup)
+                                    check_precision, say, setup, trim_note)
 from phenaki_cli.errors import UserError
 
 
@@ -37,9 +37,7 @@ def tokenize(video: Path = typer.Argument(..., help="Video, image or folder of i
     if as_json:
         print(json.dumps(info))
     else:
-        if len(frames) < source_frames:
-            say(quiet, f"note: used the first {len(frames)} of {source_frames} frames (the tokenizer takes 1 + "
-                        f"{tokenizer.config.temporal_patch_size}·n)")
+        trim_note(quiet, len(frames), source_frames, tokenizer)
         say(quiet, f"wrote {output}: {grid.shape[0]}×{grid.shape[1]}×{grid.shape[2]} tokens for {len(frames)} frames")
 
 
@@ -73,7 +71,9 @@ def reconstruct(source: Path = typer.Argument(..., help="A video (encode → dec
         write_video(output, recon, tokens.fps)
         info = {"output": str(output), "frames": len(recon)}
     else:
-        frames, fps, _ = load_clip(source, tokenizer, fps)
+        frames, fps, source_frames = load_clip(source, tokenizer, fps)
+        if not as_json:
+            trim_note(quiet, len(frames), source_frames, tokenizer)
         recon = decode_grid(tokenizer, encode_frames(tokenizer, frames, precision), precision)
         write_video(output, recon, fps)
         if compare is not None:

@@ -47,6 +47,12 @@ TensorboardOption = typer.Option(None, "--tensorboard", help="Also log to Tensor
 DeviceOption = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available).")
 ResumeOption = typer.Option(False, "--resume", help="Continue from the checkpoint in --output.")
 WorkersOption = typer.Option(0, "--workers", help="DataLoader worker processes for decoding videos.")
+ThreadsOption = typer.Option(0, "--threads", help="Compute threads per process (0: the cores available, shared "
+                             "among torchrun's processes). On a machine busy with other jobs, 1 is often faster.")
+UntilStepOption = typer.Option(0, "--until-step", help="Stop after this step (0: at --steps); the schedule still "
+                               "runs to --steps, so a later --resume continues the same run.")
+LogEveryOption = typer.Option(100, "--log-every", help="When stderr is not a terminal (a log file): a plain line "
+                              "every this many steps (0: none).")
 CpuMinutesOption = typer.Option("", "--cpu-minutes", help="Save a checkpoint (kept with --keep-last) when the "
                                 "training process has used each of these minutes of CPU time, e.g. 5,10,20,40, "
                                 "and stop at the last: equal-compute points for learning curves.")
@@ -58,8 +64,16 @@ def setup() -> None:
 
 
 def say(quiet: bool, message: str) -> None:
+    """A line on stderr, as is: user text (paths, prompts) may hold brackets that rich would take for markup."""
     if not quiet:
-        err.print(message)
+        err.print(message, markup=False, highlight=False)
+
+
+def trim_note(quiet: bool, used: int, total: int, tokenizer) -> None:
+    """Say so when a video was cut to the tokenizer's 1 + t·n frames."""
+    if used < total:
+        say(quiet, f"note: used the first {used} of {total} frames (the tokenizer takes 1 + "
+                   f"{tokenizer.config.temporal_patch_size}·n)")
 
 
 def check_precision(name: str) -> None:
@@ -85,4 +99,35 @@ def work_progress(quiet: bool):
     """A progress bar for long work (training, encoding), with a status field, on stderr."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err, disable=quiet)
+                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err,
+                    disable=quiet or not err.is_terminal)  # a log file gets StepLog lines instead
+
+
+class StepLog:
+    """Plain progress lines for a log file (stderr not a terminal, where a progress bar shows only
+    its last state): every `every` steps and at the last, with steps/s and the time left."""
+
+    def __init__(self, name: str, total: int, every: int, quiet: bool):
+        import time
+
+        self.name, self.total, self.every, self.clock = name, total, every, time.perf_counter
+        self.enabled = every > 0 and not quiet and not err.is_terminal
+        self.first: tuple[int, float] | None = None
+
+    def __call__(self, step: int, row: dict, status: str) -> None:
+        now = self.clock()
+        if self.first is None:
+            self.first = (step - 1, now)  # this run may have resumed: count from its first step
+        if not self.enabled or (step % self.every and step != self.total):
+            return
+        done, elapsed = step - self.first[0], now - self.first[1]
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = f"{_clock((self.total - step) / rate)}" if rate else "?"
+        say(False, f"{self.name} step {step}/{self.total} {status} lr {row.get('lr', 0):.2e} {rate:.2f} steps/s "
+                   f"ETA {left}")
+
+
+def _clock(seconds: float) -> str:
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}"

@@ -14,7 +14,8 @@ import numpy as np
 import typer
 
 from phenaki_cli.cli.common import (GuidanceOption, JsonOption, ModelOption, OverwriteOption, QuietOption, SeedOption,
-                                    StepsOption, TemperatureOption, TextEncoderOption, say, setup)
+                                    StepsOption, TemperatureOption, TextEncoderOption, say, setup,
+                                    trim_note)
 from phenaki_cli.errors import UserError
 
 IterationsOption = typer.Option(None, "--iterations", help="Re-encode rounds when known frames or pixels come after "
@@ -32,13 +33,16 @@ def _load(model: Path, text_encoder: Optional[str], steps, guidance, temperature
     return phenaki, phenaki.settings(steps=steps, guidance=guidance, temperature=temperature)
 
 
-def _read(path: Path, phenaki, trim: bool = True) -> np.ndarray:
-    """A video at the model's size and fps; trimmed to 1 + t·n frames when `trim` (documented policy)."""
+def _read(path: Path, phenaki, trim: bool = True, quiet: bool = False) -> np.ndarray:
+    """A video at the model's size and fps; trimmed to 1 + t·n frames when `trim` (documented
+    policy, and said)."""
     from phenaki_cli.codec import load_clip
     from phenaki_cli.video_io import read_video
 
     if trim:
-        return load_clip(path, phenaki.tokenizer, phenaki.fps)[0]
+        frames, _, total = load_clip(path, phenaki.tokenizer, phenaki.fps)
+        trim_note(quiet, len(frames), total, phenaki.tokenizer)
+        return frames
     return read_video(path, fps=phenaki.fps, size=phenaki.tokenizer.config.image_size).frames
 
 
@@ -122,7 +126,7 @@ def inpaint(video: Path = typer.Argument(..., help="The video to change inside a
     region = ~region if outside else region
     if region.all():
         raise UserError("the region covers the whole frame: nothing is kept (use `generate`)")
-    frames = _read(video, phenaki)
+    frames = _read(video, phenaki, quiet=quiet or as_json)
     chunks = process_windows(frames, settings, lambda window, carried: inpaint_window(
         phenaki, window, region, prompt, carried, settings, seed, iterations))
     _write(output, chunks, phenaki.fps,
@@ -146,7 +150,7 @@ def edit(video: Path = typer.Argument(..., help="The video to edit."),
     if not 0 < strength <= 1:
         raise UserError(f"--strength must lie in (0, 1], got {strength:g}")
     phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
-    frames = _read(video, phenaki)
+    frames = _read(video, phenaki, quiet=quiet or as_json)
     chunks = process_windows(frames, settings, lambda window, carried: edit_window(
         phenaki, window, prompt, carried, strength, settings, seed))
     _write(output, chunks, phenaki.fps, {"strength": strength, "prompt": prompt, "seed": seed}, as_json, quiet)

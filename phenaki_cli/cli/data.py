@@ -88,6 +88,7 @@ def data_encode(
         task = progress.add_task("encode", total=None, status="")
         index = encode_dataset(data, output, tok, encoder, 1 if images else frames, prime_frames, clips, images,
                                fps, seed, workers, shard_size, on_total=lambda n: progress.update(task, total=n),
-                               on_batch=lambda n: progress.advance(task, n), device=target)
+                               on_batch=lambda n: progress.advance(task, n), device=target,
+                               on_skip=lambda reason: say(quiet, f"note: skipped {reason}"))
     say(quiet, f"wrote {output}: {index.examples} {index.kind} clips in {len(index.shards)} shards"
                 + (f", skipped {index.skipped} unreadable or too-short files" if index.skipped else ""))

@@ -43,11 +43,14 @@ def info(model: Path = ModelOption, as_json: bool = JsonOption):
         lines.append("tokenizer only: it can tokenize and reconstruct, not generate")
     import torch
 
-    from phenaki_cli.runtime import machine_precision
+    from phenaki_cli.runtime import default_threads, machine_precision
 
     chosen, why = machine_precision(torch.device("cpu"))
     details["training_precision"] = {"auto": chosen, "why": why}
     lines.append(f"training precision (--precision auto): {chosen}, because {why}")
+    threads, why = default_threads()
+    details["training_threads"] = {"auto": threads, "why": why}
+    lines.append(f"training threads (--threads 0): {threads}, for {why}")
     if as_json:
         print(json.dumps(details))
     else:

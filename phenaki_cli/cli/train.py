@@ -6,6 +6,7 @@ train …`): only process 0 prints and writes; all processes train.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -13,8 +14,10 @@ from typing import Optional
 import typer
 
 from phenaki_cli.cli.common import (AccumulateOption, CpuMinutesOption, DeviceOption, EmaOption, KeepOption,
-                                    PrecisionOption, PreviewOption, QuietOption, ResumeOption, StrategyOption,
-                                    TensorboardOption, WorkersOption, err, say, setup, work_progress)
+                                    LogEveryOption, PrecisionOption, PreviewOption, QuietOption, ResumeOption,
+                                    StepLog, StrategyOption, TensorboardOption, ThreadsOption, UntilStepOption,
+                                    WorkersOption, say, setup, work_progress)
+from phenaki_cli.cli.runs import DERIVED_FIELDS, fixed_by, given, interrupted, resumed, same_design
 from phenaki_cli.errors import UserError
 
 
@@ -61,10 +64,12 @@ def _throughput(clips_per_step: int):
 
 
 def train_tokenizer_command(
+        ctx: typer.Context,
         data: str = typer.Argument(..., help="'shapes' (Shapes World, streamed) or a dataset folder."),
         output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
         preset: str = typer.Option("shapes", help="Tokenizer size: reference | shapes | tiny | paper."),
-        config: Optional[Path] = typer.Option(None, help="A JSON file of tokenizer config fields (overrides --preset)."),
+        config: Optional[Path] = typer.Option(None, help="A JSON file of tokenizer config fields that override the "
+                                              "preset's (e.g. dim, codebook_size)."),
         steps: int = typer.Option(2000), batch_size: int = typer.Option(8, help="Clips per micro-batch per process."),
         frames: int = typer.Option(17), fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
         lr: float = typer.Option(3e-4), save_every: int = typer.Option(250), seed: int = typer.Option(0),
@@ -72,7 +77,8 @@ def train_tokenizer_command(
         keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
         strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,
         device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption,
-        cpu_minutes: str = CpuMinutesOption,
+        cpu_minutes: str = CpuMinutesOption, until_step: int = UntilStepOption, log_every: int = LogEveryOption,
+        threads: int = ThreadsOption,
         init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this tokenizer's weights "
                                                  "and config (a model directory or training folder)."),
         decoder_only: bool = typer.Option(False, "--decoder-only", help="Train the decoder alone: tokens (and "
@@ -93,67 +99,82 @@ def train_tokenizer_command(
         adversarial_start: int = typer.Option(0, "--adversarial-start", help="Step the adversarial loss "
                                               "starts at.")):
     """Train the C-ViViT tokenizer; checkpoints in --output resume exactly."""
-    import dataclasses
-
     from phenaki_cli.config import TOKENIZER_PRESETS, TokenizerConfig, check_frame_count, from_dict
     from phenaki_cli.modeldir import read_config, section
+    from phenaki_cli.train.checkpoint import is_training_folder
     from phenaki_cli.train.distributed import Distributed
+    from phenaki_cli.runtime import set_threads
+    from phenaki_cli.train.loop import TrainingInterrupted
     from phenaki_cli.train.tokenizer import TrainSettings, train_tokenizer
 
     setup()
+    design = {"encoder_window": encoder_window, "time_encoding": time_encoding, "decoder_window": decoder_window}
     if init_from is not None:
         if config is not None:
             raise UserError("--init-from takes the config of the tokenizer it starts from; drop --config")
+        flag = next((f"--{k.replace('_', '-')}" for k, v in design.items() if v is not None), None)
+        if flag is not None:
+            raise UserError(f"{flag} changes the {'decoder' if flag == '--decoder-window' else 'encoder'}, so it "
+                            f"cannot start from --init-from's weights")
         cfg = from_dict(TokenizerConfig, section(read_config(init_from), "tokenizer", init_from),
                         f"{init_from / 'config.json'} [tokenizer]")
-    elif config is not None:
-        try:
-            cfg = from_dict(TokenizerConfig, json.loads(config.read_text()), str(config))
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{config}: cannot read a JSON config ({e})") from None
     elif preset in TOKENIZER_PRESETS:
-        cfg = TOKENIZER_PRESETS[preset]
+        cfg = _design(TOKENIZER_PRESETS[preset], config, **design)
     else:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
-    for flag, field, value, part in (("--encoder-window", "encoder_window", encoder_window, "encoder"),
-                                     ("--time-encoding", "time_encoding", time_encoding, "encoder"),
-                                     ("--decoder-window", "decoder_window", decoder_window, "decoder")):
-        if value is not None:
-            if init_from is not None:
-                raise UserError(f"{flag} changes the {part}, so it cannot start from --init-from's weights")
-            cfg = dataclasses.replace(cfg, **{field: value})
     if refine_channels is not None:
         cfg = dataclasses.replace(cfg, refine_channels=refine_channels)
     cfg.validate()
-    check_frame_count(frames, cfg.temporal_patch_size)
     settings = _loop_settings(TrainSettings, steps=steps, batch_size=batch_size, frames=frames, fps=fps, lr=lr,
                               save_every=save_every, seed=seed, workers=workers, warmup_cap=100,
                               accumulate=accumulate, ema_decay=ema, keep_last=keep_last, preview_every=preview_every,
                               precision=precision, strategy=strategy, tensorboard=tensorboard, l1_weight=l1,
                               decoder_only=decoder_only, adversarial_weight=adversarial,
-                              adversarial_start=adversarial_start, cpu_minutes=cpu_minutes)
+                              adversarial_start=adversarial_start, cpu_minutes=cpu_minutes, until_step=until_step)
     settings.validate()
+    set_threads(threads)
     where = Distributed.from_env(device)
     quiet = quiet or not where.is_main
+    if resume and is_training_folder(output):
+        own = from_dict(TokenizerConfig, section(read_config(output), "tokenizer", output),
+                        f"{output / 'config.json'} [tokenizer]")
+        if init_from is None:  # what the design options would make, against the run's own design
+            asked = _design(cfg if given(ctx, "preset") else own, config, **design)
+            same_design(asked if refine_channels is None else
+                         dataclasses.replace(asked, refine_channels=refine_channels), own, output)
+        cfg = own
+        settings = resumed(ctx, output, settings, quiet)
+    check_frame_count(settings.frames, cfg.temporal_patch_size)
+    skipped = _skip_notes(quiet)
     try:
         with work_progress(quiet) as progress:
-            task = progress.add_task("train-tokenizer", total=steps, status="")
-            rate = _throughput(batch_size * accumulate * where.world)
+            task = progress.add_task("train-tokenizer", total=settings.steps, status="")
+            rate = _throughput(settings.batch_size * settings.accumulate * where.world)
+            log = StepLog("train-tokenizer", settings.steps, log_every, quiet)
 
             def on_step(step: int, row: dict) -> None:
-                progress.update(task, completed=step, status=f"loss {row.get('loss', float('nan')):.4f} "
-                                f"PSNR {row.get('psnr', float('nan')):.1f} dB codes {row.get('codes_used', 0):.0%} "
-                                f"{rate(step, row)}")
+                status = (f"loss {row.get('loss', float('nan')):.4f} PSNR {row.get('psnr', float('nan')):.1f} dB "
+                          f"codes {row.get('codes_used', 0):.0%}")
+                progress.update(task, completed=step, status=f"{status} {rate(step, row)}")
+                log(step, row, status)
             last = train_tokenizer(data, output, cfg, settings, resume=resume, on_step=on_step, where=where,
-                                   init_from=init_from)
+                                   init_from=init_from, on_skip=skipped)
+    except TrainingInterrupted as stopped:
+        raise interrupted(output, stopped, where.is_main) from None
     finally:
         where.close()
-    say(quiet, f"wrote {output}: step {last.get('step', steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
-                + (f", skipped {last['skipped_files']} unreadable files" if last.get("skipped_files") else ""))
+    say(quiet, f"wrote {output}: step {last.get('step', settings.steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
+                + (f"; {last['skipped_summary']}" if last.get("skipped_summary") else ""))
+
+
+def _skip_notes(quiet: bool):
+    """Name the first few files a run skips, once each, as it meets them."""
+    return lambda reason: say(quiet, f"note: skipped {reason}")  # SkippedFiles tells only the first few
 
 
 def _load_shards(data: str, shards: Path, tokenizer, text_encoder: Optional[str], frames: int, prime_frames: int,
-                 clips: Optional[int], images: bool, fps: float, seed: int, workers: int, where, progress):
+                 clips: Optional[int], images: bool, fps: float, seed: int, workers: int, where, progress,
+                 quiet: bool):
     """A shard folder as is, or 'shapes' / a dataset folder encoded into `shards` first (by process 0)."""
     from phenaki_cli.data.encode import encode_dataset
     from phenaki_cli.data.tokens import is_shard_folder, load_shards, tokenizer_fingerprint
@@ -167,19 +188,21 @@ def _load_shards(data: str, shards: Path, tokenizer, text_encoder: Optional[str]
             encode_dataset(data, shards, tokenizer, TextEncoder.load(text_encoder) if text_encoder else None,
                            frames, prime_frames, clips, images, fps, seed, workers,
                            on_total=lambda n: progress.update(task, total=n),
-                           on_batch=lambda n: progress.advance(task, n))
+                           on_batch=lambda n: progress.advance(task, n), on_skip=_skip_notes(quiet))
         where.barrier()
     index, examples = load_shards(shards)
     if index.tokenizer_fingerprint != tokenizer_fingerprint(tokenizer):
         raise UserError(f"{shards}: these tokens were made by another tokenizer (fingerprint "
                         f"{index.tokenizer_fingerprint}); encode the data again with this one")
-    if index.skipped and where.is_main:
-        err.print(f"note: {shards}: {index.skipped} unreadable or too-short files were skipped when encoding")
+    if index.skipped and not quiet:
+        first = f" (first: {index.skipped_files[0]})" if index.skipped_files else ""
+        say(quiet, f"note: {shards}: {index.skipped} unreadable or too-short files were skipped when encoding{first}")
     return shards, index, examples
 
 
 def _design(config, config_file: Path | None, **fields):
-    """`config` with the fields of a JSON file and the given options (None: unchanged) overriding it."""
+    """`config` (a preset) with the fields of a JSON file and the given options (None: unchanged)
+    overriding it: a file need name only the fields it changes."""
     from phenaki_cli.config import from_dict, to_dict
 
     values = to_dict(config)
@@ -196,6 +219,7 @@ def _design(config, config_file: Path | None, **fields):
 
 
 def train_command(
+        ctx: typer.Context,
         data: str = typer.Argument(..., help="Token shards (`phenaki data encode`), a dataset folder, or 'shapes'."),
         output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
         tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model directory of a trained tokenizer."),
@@ -227,7 +251,8 @@ def train_command(
         keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
         strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,
         device: Optional[str] = DeviceOption, resume: bool = ResumeOption, quiet: bool = QuietOption,
-        cpu_minutes: str = CpuMinutesOption):
+        cpu_minutes: str = CpuMinutesOption, until_step: int = UntilStepOption, log_every: int = LogEveryOption,
+        threads: int = ThreadsOption):
     """Train the MaskGIT transformer on token shards; checkpoints in --output resume exactly.
 
     DATA that is not yet encoded is encoded once into OUTPUT.tokens/ (images into OUTPUT.images/)."""
@@ -239,6 +264,8 @@ def train_command(
     from phenaki_cli.text import TextEncoder
     from phenaki_cli.train.checkpoint import is_training_folder
     from phenaki_cli.train.distributed import Distributed
+    from phenaki_cli.runtime import set_threads
+    from phenaki_cli.train.loop import TrainingInterrupted
     from phenaki_cli.train.transformer import TransformerTrainSettings, train_transformer
 
     setup()
@@ -249,32 +276,59 @@ def train_command(
     resuming = resume and is_training_folder(output)
     design = [flag for flag, value in (("--config", config_file), ("--attention", attention),
                                        ("--positions", positions)) if value is not None]
-    if design and (resuming or init_from is not None):
-        raise UserError(f"{design[0]} sets a new model's design; a resumed or --init-from run keeps its own")
+    if design and init_from is not None and not resuming:
+        raise UserError(f"{design[0]} sets a new model's design; an --init-from run keeps its own")
+    if resuming:  # what the design options would make, against the run's own design
+        own = from_dict(TransformerConfig, section(read_config(output), "transformer", output),
+                        f"{output / 'config.json'} [transformer]")
+        base = own if not given(ctx, "preset") else replace(
+            TRANSFORMER_PRESETS[preset], **{k: getattr(own, k) for k in DERIVED_FIELDS})
+        same_design(_design(base, config_file, attention=attention, positions=positions), own, output)
     if not resuming and tokenizer is None:
         raise UserError("--tokenizer DIR is required for a new run (a model directory with a trained tokenizer)")
-    tok, _ = load_tokenizer(output if resuming else tokenizer)
-    check_frame_count(frames, tok.config.temporal_patch_size)
+    tok, tokens_hash = load_tokenizer(output if resuming else tokenizer)
+    if resuming and tokenizer is not None and load_tokenizer(tokenizer)[1] != tokens_hash:
+        raise UserError(f"--tokenizer {tokenizer}: {output} was trained on another tokenizer's tokens (a resumed "
+                        f"run keeps its own; drop --tokenizer)")
+    windows = {"frames": frames, "prime_frames": prime_frames}
+    if resuming:  # the run's own window, unless given (and then it must be the same)
+        run = section(read_config(output), "sampling", output)
+        windows = fixed_by(ctx, windows, {"frames": run["window_frames"], "prime_frames": run["prime_frames"]},
+                            f"{output} was trained with", "start a new run")
+    check_frame_count(windows["frames"], tok.config.temporal_patch_size)
     settings = _loop_settings(TransformerTrainSettings, steps=steps, batch_size=batch_size, lr=lr,
                               save_every=save_every, seed=seed, warmup_cap=200, accumulate=accumulate, ema_decay=ema,
                               image_share=image_share, **_task_shares(tasks), keep_last=keep_last,
                               preview_every=preview_every, precision=precision, strategy=strategy,
-                              tensorboard=tensorboard, cpu_minutes=cpu_minutes)
+                              tensorboard=tensorboard, cpu_minutes=cpu_minutes, until_step=until_step)
     settings.validate()
+    set_threads(threads)
     where = Distributed.from_env(device)
     quiet = quiet or not where.is_main
+    if resuming:
+        settings = resumed(ctx, output, settings, quiet)
     try:
         with work_progress(quiet) as progress:
             shards, index, examples = _load_shards(
-                data, output.with_name(output.name + ".tokens"), tok, text_encoder, frames, prime_frames, clips,
-                False, fps, seed, workers, where, progress)
+                data, output.with_name(output.name + ".tokens"), tok, text_encoder, windows["frames"],
+                windows["prime_frames"], clips, False, fps, seed, workers, where, progress, quiet)
+            # shards fix the clips' frames: a window is one clip
+            windows = fixed_by(ctx, windows, {"frames": index.frames, "prime_frames": index.prime_frames},
+                                f"the shards in {shards} were encoded with", "encode the data again")
+            frames, prime_frames = windows["frames"], windows["prime_frames"]
+            if text_encoder is not None and text_encoder_fingerprint(TextEncoder.load(text_encoder)) != \
+                    index.text_encoder_fingerprint:
+                raise UserError(f"--text-encoder {text_encoder}: the shards in {shards} were encoded with another "
+                                f"one ({shards / TEXT_ENCODER_DIR}); to train with it, encode the data again")
             image_examples = None
             if images is not None:  # embedded by the same T5 as the videos
                 _, image_index, image_examples = _load_shards(
                     images, output.with_name(output.name + ".images"), tok, text_encoder or str(shards / TEXT_ENCODER_DIR),
-                    1, 0, None, True, fps, seed, workers, where, progress)
+                    1, 0, None, True, fps, seed, workers, where, progress, quiet)
                 if image_index.text_encoder_fingerprint != index.text_encoder_fingerprint:
-                    raise UserError(f"{images}: its text embeddings come from another text encoder than {shards}'s")
+                    raise UserError(f"{images}: its text embeddings come from another text encoder than {shards}'s; "
+                                    f"give the image folder itself, or encode it with `phenaki data encode IMAGES "
+                                    f"--images --text-encoder {shards / TEXT_ENCODER_DIR}`")
             # the model's text encoder is the one whose embeddings the shards hold
             encoder = TextEncoder.load(output / TEXT_ENCODER_DIR if resuming else shards / TEXT_ENCODER_DIR)
             if text_encoder_fingerprint(encoder) != index.text_encoder_fingerprint:
@@ -294,16 +348,20 @@ def train_command(
                                  text_dim=encoder.dim)
                 config = _design(config, config_file, attention=attention, positions=positions)
             sampling = SamplingConfig(window_frames=frames, prime_frames=prime_frames)
-            task = progress.add_task("train", total=steps, status="")
-            rate = _throughput(batch_size * accumulate * where.world)
+            task = progress.add_task("train", total=settings.steps, status="")
+            rate = _throughput(settings.batch_size * settings.accumulate * where.world)
+            log = StepLog("train", settings.steps, log_every, quiet)
 
             def on_step(step: int, row: dict) -> None:
-                progress.update(task, completed=step, status=f"loss {row.get('loss', float('nan')):.3f} "
-                                f"acc {row.get('accuracy', float('nan')):.2f} {rate(step, row)}")
+                status = f"loss {row.get('loss', float('nan')):.3f} acc {row.get('accuracy', float('nan')):.2f}"
+                progress.update(task, completed=step, status=f"{status} {rate(step, row)}")
+                log(step, row, status)
 
             last = train_transformer(output, tokenizer, encoder, examples, config, settings, sampling, fps=fps,
                                      resume=resume, on_step=on_step, images=image_examples, where=where,
                                      init_from=None if resuming else init_from)
+    except TrainingInterrupted as stopped:
+        raise interrupted(output, stopped, where.is_main) from None
     finally:
         where.close()
-    say(quiet, f"wrote {output}: step {last.get('step', steps)}, loss {last.get('loss', float('nan')):.3f}")
+    say(quiet, f"wrote {output}: step {last.get('step', settings.steps)}, loss {last.get('loss', float('nan')):.3f}")

@@ -2,6 +2,7 @@
 
     DIR/captions.jsonl   {"video": "videos/00000.mp4", "caption": "a red circle moves right"}
     DIR/captions.csv     same columns; WebVid-style names are accepted too
+    DIR/any.csv          a folder's only .csv / .jsonl is its manifest (results_2M_train.csv)
 
 Column names accepted: video | path | file | videoid (+ ".mp4") for the file (image | img |
 path | file for images), and caption | text | name | txt for the caption. A folder without
@@ -36,6 +37,40 @@ class Entry:
     caption: str
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A file a dataset could not give a clip from, and why (the reason names the file)."""
+    path: str
+    reason: str
+
+
+class SkippedFiles:
+    """The files a run left out, each counted once however often it is read again; `on_new(reason)`
+    hears of each the first time (the first `tell` of them: a command names a few, then counts)."""
+
+    def __init__(self, known: dict[str, str] | None = None, on_new=None, tell: int = 5):
+        self.files: dict[str, str] = dict(known or {})
+        self.on_new, self.tell = on_new, tell
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def add(self, item: Unreadable) -> None:
+        if item.path not in self.files:
+            self.files[item.path] = item.reason
+            if self.on_new is not None and len(self.files) <= self.tell:
+                self.on_new(item.reason)
+
+    def summary(self) -> str:
+        """'skipped 2 unreadable or too-short files (a.mp4, b.gif)', or '' when none."""
+        if not self.files:
+            return ""
+        names = [Path(p).name for p in list(self.files)[:3]]
+        more = ", …" if len(self.files) > 3 else ""
+        return f"skipped {len(self.files)} unreadable or too-short file{'s' if len(self.files) > 1 else ''} " \
+               f"({', '.join(names)}{more})"
+
+
 def _pick(row: dict, keys: tuple[str, ...]):
     for key in keys:
         if row.get(key) not in (None, ""):
@@ -48,13 +83,35 @@ def _sidecar_caption(path: Path) -> str:
     return " ".join(text.read_text(errors="replace").split()) if text.is_file() else ""
 
 
+def find_manifest(root: Path) -> Path | None:
+    """The caption file of a dataset folder: one of MANIFEST_NAMES, else the folder's only .csv or
+    .jsonl file (WebVid's results_2M_train.csv, say); None when it has none."""
+    named = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    if named is not None:
+        return named
+    others = sorted(p for p in root.iterdir() if p.suffix.lower() in (".csv", ".jsonl") and p.is_file())
+    if len(others) > 1:
+        raise UserError(f"{root}: several caption files ({', '.join(p.name for p in others[:4])}); name the one "
+                        f"to use captions.csv or captions.jsonl")
+    return others[0] if others else None
+
+
+def captions_hint(root: Path) -> str:
+    """How to caption a folder, naming stray text files that look like captions but are not read."""
+    stray = sorted(p.name for p in root.iterdir() if p.suffix.lower() in (".txt", ".tsv", ".json") and p.is_file()
+                   and not any(p.with_suffix(s).exists() for s in (*VIDEO_SUFFIXES, *IMAGE_SUFFIXES)))
+    found = f" ({', '.join(stray[:3])} is not read: captions are .csv or .jsonl)" if stray else ""
+    return (f"captions go in {root}/captions.csv or captions.jsonl (columns video and caption), or in a .txt "
+            f"beside each file with its name{found}")
+
+
 def read_manifest(root: str | Path, images: bool = False) -> list[Entry]:
     """The entries of a dataset folder; `images` reads an image dataset (LAION-style)."""
     root = Path(root)
     what = "images" if images else "videos"
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")
-    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    manifest = find_manifest(root)
     if manifest is None:
         suffixes = IMAGE_SUFFIXES if images else VIDEO_SUFFIXES
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes)
@@ -90,12 +147,12 @@ class VideoClips:
 
     Indexable by an integer sample number: sample k is a fixed clip (file and start drawn from
     `seed` and k), so training that resumes at a step reads exactly the clips it would have.
-    Unreadable or too-short files give None and are counted in `skipped`, never a crash.
+    Unreadable or too-short files give an `Unreadable` (and are noted in `skipped`), never a crash.
     With `images`, the entries are images and every clip is one frame (frames must be 1).
     """
 
     def __init__(self, root: str | Path, frames: int, size: int, fps: float, seed: int = 0, images: bool = False):
-        self.entries = read_manifest(root, images=images)
+        self.root, self.entries = Path(root), read_manifest(root, images=images)
         self.frames, self.size, self.fps, self.seed = frames, size, fps, seed
         self.skipped: dict[str, str] = {}
 
@@ -107,18 +164,30 @@ class VideoClips:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.entries))
         return self.entries[order[position]], np.random.default_rng([self.seed, epoch, position])
 
-    def __getitem__(self, sample: int) -> tuple[np.ndarray, str] | None:
+    def __getitem__(self, sample: int) -> tuple[np.ndarray, str] | Unreadable:
         entry, rng = self.entry_for(sample)
         try:
             frames = read_video(entry.path, fps=self.fps, size=self.size).frames
         except UserError as e:
-            self.skipped[str(entry.path)] = str(e)
-            return None
+            return self._skip(entry, str(e))
         if len(frames) < self.frames:
-            self.skipped[str(entry.path)] = f"{entry.path}: {len(frames)} frames, fewer than {self.frames}"
-            return None
+            return self._skip(entry, f"{entry.path}: {len(frames)} frames at {self.fps:g} fps, fewer than the "
+                                     f"{self.frames} a clip needs")
         start = int(rng.integers(len(frames) - self.frames + 1))
         return frames[start:start + self.frames], entry.caption
+
+    def _skip(self, entry: Entry, reason: str) -> Unreadable:
+        self.skipped[str(entry.path)] = reason
+        return Unreadable(str(entry.path), reason)
+
+    def first_readable(self) -> None:
+        """Fail now, with the reason, when no file gives a clip (rather than train on nothing)."""
+        for sample in range(len(self.entries)):
+            if not isinstance(self[sample], Unreadable):
+                return
+        first = next(iter(self.skipped.values()))
+        raise UserError(f"{self.root}: none of its {len(self.entries)} files gives a clip of "
+                        f"{self.frames} frames (first: {first})")
 
 
 def write_shapes_dataset(out: str | Path, count: int, frames_per_scene: int, size: int, fps: float,

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from phenaki_cli.data.datasets import SkippedFiles, Unreadable, VideoClips, captions_hint
 from phenaki_cli.data.tokens import ShardIndex, write_shards
 from phenaki_cli.errors import UserError
 from phenaki_cli.text import TextEncoder, build_text_encoder
@@ -40,14 +41,14 @@ def _as_is(item):
 
 
 class FolderClips:
-    """Clips of a dataset folder in sample order, decoded by `workers` processes; counts the skipped."""
+    """Clips of a dataset folder in sample order, decoded by `workers` processes; notes the skipped
+    files (`skipped`, each once)."""
 
     def __init__(self, root: str | Path, frames: int, size: int, fps: float, seed: int, images: bool,
-                 count: int | None, workers: int, prime_frames: int = 0):
-        from phenaki_cli.data.datasets import VideoClips
+                 count: int | None, workers: int, prime_frames: int = 0, on_skip: Callable[[str], None] | None = None):
         self.source = VideoClips(root, frames, size, fps, seed, images=images)
         self.count = len(self.source) if count is None else count
-        self.workers, self.prime_frames, self.skipped = workers, prime_frames, 0
+        self.workers, self.prime_frames, self.skipped = workers, prime_frames, SkippedFiles(on_new=on_skip)
 
     def captions(self) -> list[str]:
         return [e.caption for e in self.source.entries if e.caption]
@@ -56,8 +57,8 @@ class FolderClips:
         loader = torch.utils.data.DataLoader(self.source, sampler=range(self.count), batch_size=None,
                                              num_workers=self.workers, collate_fn=_as_is)
         for sample, item in enumerate(loader):
-            if item is None:
-                self.skipped += 1
+            if isinstance(item, Unreadable):
+                self.skipped.add(item)
             else:
                 # every other clip trains continuation: its first K frames are given (the causal
                 # tokenizer makes them exactly the tokens a story's re-encoded last K frames get)
@@ -68,9 +69,10 @@ def encode_dataset(data: str, out: str | Path, tokenizer, text_encoder: TextEnco
                    prime_frames: int = 0, count: int | None = None, images: bool = False, fps: float = 8.0,
                    seed: int = 0, workers: int = 0, shard_size: int = 4096,
                    on_total: Callable[[int], None] | None = None,
-                   on_batch: Callable[[int], None] | None = None, device: torch.device | None = None) -> ShardIndex:
+                   on_batch: Callable[[int], None] | None = None, device: torch.device | None = None,
+                   on_skip: Callable[[str], None] | None = None) -> ShardIndex:
     """Encode `data` ('shapes' or a folder) into a shard folder `out` with the tokenizer on `device`;
-    returns its index."""
+    returns its index. `on_skip(reason)` hears of the first few files left out, once each."""
     size = tokenizer.config.image_size
     tokenizer.config.time_steps(frames)  # a clear error for a frame count the tokenizer cannot take
     if not images and not 0 <= prime_frames < frames:
@@ -83,18 +85,19 @@ def encode_dataset(data: str, out: str | Path, tokenizer, text_encoder: TextEnco
         if images:
             raise UserError("Shapes World is video; its first frames already train the image steps")
         count = 4000 if count is None else count
-        clips, skipped = shapes_clips(count, frames, size, prime_frames), (lambda: 0)
+        clips, skipped = shapes_clips(count, frames, size, prime_frames), SkippedFiles()
         captions = shapes_captions() if text_encoder is None else []
     else:
         prime_frames = 0 if images else prime_frames
-        folder = FolderClips(data, frames, size, fps, seed, images, count, workers, prime_frames)
-        count, clips, skipped = folder.count, iter(folder), (lambda: folder.skipped)
-        captions = folder.captions() if text_encoder is None else []
+        folder = FolderClips(data, frames, size, fps, seed, images, count, workers, prime_frames, on_skip)
+        count, clips, skipped = folder.count, iter(folder), folder.skipped
+        captions = folder.captions()
+        if not captions:  # a transformer learns from captions: none at all is a layout mistake
+            raise UserError(f"{data}: none of its {len(folder.source.entries)} files has a caption; "
+                            f"{captions_hint(Path(data))}")
     if count < 1:
         raise UserError(f"--clips must be at least 1, got {count}")
     if text_encoder is None:
-        if not captions:
-            raise UserError(f"{data}: no captions to build a text encoder from; pass --text-encoder")
         text_encoder = build_text_encoder(captions, seed=seed)
     if on_total is not None:
         on_total(count)

@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from phenaki_cli.data.datasets import SkippedFiles
 from phenaki_cli.errors import UserError
 from phenaki_cli.files import atomic_path
 
@@ -155,6 +156,7 @@ class ShardIndex:
     shards: list[dict]  # {"file", "examples"}
     skipped: int = 0  # unreadable or too-short files, left out
     source: str = ""
+    skipped_files: list[str] = field(default_factory=list)  # why, for the first few of them
 
     @property
     def examples(self) -> int:
@@ -193,7 +195,7 @@ def load_shards(folder: str | Path) -> tuple[ShardIndex, TokenExamples]:
 
 def write_shards(out: str | Path, clips: Iterable, tokenizer, text_encoder, kind: str, frames: int, fps: float,
                  prime_frames: int, shard_size: int = 4096, source: str = "",
-                 skipped: Callable[[], int] = lambda: 0, on_batch: Callable[[int], None] | None = None,
+                 skipped: SkippedFiles | None = None, on_batch: Callable[[int], None] | None = None,
                  device: torch.device | None = None) -> ShardIndex:
     """Encode clips into a shard folder, atomically (a folder appears only when complete)."""
     from itertools import islice
@@ -209,10 +211,12 @@ def write_shards(out: str | Path, clips: Iterable, tokenizer, text_encoder, kind
             examples.save(tmp / name)
             shards.append({"file": name, "examples": len(examples)})
         if not shards:
-            raise UserError(f"{source or out}: no readable clips to encode")
+            first = next(iter(skipped.files.values()), "") if skipped else ""
+            raise UserError(f"{source or out}: no readable clips to encode" + (f" (first: {first})" if first else ""))
         text_encoder.save(tmp / TEXT_ENCODER_DIR)
         index = ShardIndex(kind, frames, fps, prime_frames, to_dict(tokenizer.config),
                            tokenizer_fingerprint(tokenizer), text_encoder_fingerprint(text_encoder),
-                           text_encoder.dim, shards, skipped(), source)
+                           text_encoder.dim, shards, len(skipped or ()), source,
+                           list((skipped.files if skipped else {}).values())[:20])
         (tmp / INDEX_FILE).write_text(index.to_json())
     return index

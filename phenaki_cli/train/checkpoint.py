@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -77,12 +78,26 @@ def save_checkpoint(out: Path, sections: dict[str, tuple[Any, nn.Module | dict |
     save_model_dir(out, sections, extra=extra, write_files=files)
 
 
-def load_checkpoint(out: Path) -> tuple[int, list[dict], dict]:
-    """Read a checkpoint's state and restore the RNG; returns (step, metrics log up to it, the saved state)."""
+def read_state(out: Path) -> dict:
+    """The training state of a checkpoint: tensors and plain values only.
+
+    Read with `weights_only=True`, so a run folder made by someone else cannot run code when it
+    is resumed (a full unpickle would call whatever the file names)."""
     try:
-        state = torch.load(out / STATE_FILE, weights_only=False, map_location="cpu")
+        state = torch.load(out / STATE_FILE, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise UserError(f"{out / STATE_FILE}: holds objects other than tensors and plain values; refusing to "
+                        "load it (unpickling them could run code)") from None
     except (OSError, RuntimeError, EOFError) as e:
         raise UserError(f"{out / STATE_FILE}: cannot read the training state ({e})") from None
+    if not isinstance(state, dict) or not {"step", "torch_rng", "settings"} <= state.keys():
+        raise UserError(f"{out / STATE_FILE}: not a phenaki training state")
+    return state
+
+
+def load_checkpoint(out: Path) -> tuple[int, list[dict], dict]:
+    """Read a checkpoint's state and restore the RNG; returns (step, metrics log up to it, the saved state)."""
+    state = read_state(out)
     torch.set_rng_state(state["torch_rng"])
     step = state["step"]
     log = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines() if line.strip()]

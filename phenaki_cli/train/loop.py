@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -55,10 +56,25 @@ class LoopSettings:
     # minutes of the training process's CPU time at which to save a checkpoint (kept beside the
     # latest with --keep-last), stopping at the last: equal-compute points of a learning curve
     cpu_minutes: tuple[float, ...] = ()
+    until_step: int = 0  # stop after this step (0: at --steps); the schedule still runs to --steps
+
+    # What makes a run the run it is, with the option that sets each. A resumed run must keep
+    # them (`check_same_run`): another --steps would bend the schedule, another --batch-size or
+    # --seed would read other batches, another --keep-last would delete kept checkpoints.
+    RUN_FIELDS: ClassVar[dict[str, str]] = {
+        "steps": "--steps", "lr": "--lr", "warmup_steps": "warm-up steps", "weight_decay": "weight decay",
+        "grad_clip": "gradient clipping", "accumulate": "--accumulate", "ema_decay": "--ema",
+        "keep_last": "--keep-last", "seed": "--seed"}
 
     def validate(self) -> None:
         if self.steps < 1 or self.accumulate < 1 or self.save_every < 1 or self.keep_last < 1:
             raise UserError("--steps, --accumulate, --save-every and --keep-last must be at least 1")
+        if getattr(self, "batch_size", 1) < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.until_step < 0:
+            raise UserError(f"--until-step must be at least 0, got {self.until_step}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--lr must be a positive number, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"--ema must lie in [0, 1), got {self.ema_decay}")
         if self.precision not in (AUTO, *PRECISIONS):
@@ -70,6 +86,15 @@ class LoopSettings:
             raise UserError(f"--cpu-minutes must be increasing positive minutes, got {list(self.cpu_minutes)}")
         if self.strategy == "fsdp" and self.ema_decay:
             raise UserError("--ema is not supported with --strategy fsdp (the EMA copy would not be sharded)")
+
+    def check_same_run(self, saved: dict, out: Path) -> None:
+        """Refuse to resume the run saved in `out` (its `saved` settings) with other run settings."""
+        for field, flag in self.RUN_FIELDS.items():
+            if field in saved and saved[field] != getattr(self, field):
+                show = (lambda v: f"{flag}{v}") if flag.endswith("=") else (lambda v: f"{flag} {v}")
+                raise UserError(f"{show(getattr(self, field))}: {out} was started with {show(saved[field])}, and a "
+                                f"resumed run keeps its settings (to change them, start a new run with --init-from "
+                                f"{out})")
 
 
 class Objective(nn.Module):
@@ -120,14 +145,18 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
         write_files: Callable[[Path], None] | None = None,
         preview: Callable[[dict[str, torch.Tensor], Path, int], None] | None = None,
         extra_metrics: Callable[[], dict] | None = None, on_step: Callable[[int, dict], None] | None = None,
-        check_resume: Callable[[dict], None] | None = None) -> dict:
+        check_resume: Callable[[dict], None] | None = None,
+        nothing_learned: str = "no training step had data to learn from") -> dict:
     """Run optimizer steps up to `settings.steps`; returns the last logged metrics.
 
     `objective` holds `model` as a submodule; `sections(weights)` names the model directory's
     parts given the model's state dict; `preview(weights, folder, step)` writes preview files
     from the model's (full, CPU) state dict; `extra_metrics()` adds to each
     logged row (e.g. a count of unreadable files); `check_resume(state)` may refuse a resume given
-    the saved training state (its "settings" are the settings the run was started with)."""
+    the saved training state (its "settings" are the settings the run was started with), or
+    restore what the trainer keeps in it (`extra_state`, a dict or a function giving one at each
+    checkpoint). A run that reaches a checkpoint without one step that had data stops with the
+    error `nothing_learned`, writing nothing. Ctrl-C raises TrainingInterrupted."""
     settings.validate()
     where = where or Distributed()
     precision = resolve_precision(where.device, settings.precision)
@@ -146,6 +175,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
         start_step, log, state = load_checkpoint(out)
         if check_resume is not None:
             check_resume(state)
+        settings.check_same_run(state["settings"], out)
         if "model" in state:  # raw weights when the directory holds EMA weights
             model.load_state_dict(state["model"])
         own = _objective_weights(objective, state, out)
@@ -157,16 +187,19 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
-        # the schedule follows this run's --steps (a resumed run may be extended), not the saved lr
-        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
-            group["lr"] = base_lr * schedule(start_step)
         if ema is not None:
             if "ema" not in state:
                 raise UserError(f"{out}: this run was trained without EMA; resume it without --ema")
             ema.load_state_dict(state["ema"])
     board = _tensorboard(settings.tensorboard) if where.is_main else None
 
+    # the last step taken and saved, and whether any step had data to learn from
+    done = {"step": start_step, "saved": start_step if resuming else None, "learned": resuming}
+
     def save(step: int) -> None:
+        if not done["learned"]:  # not one optimizer step: a model written now would be untrained
+            raise UserError(nothing_learned)
+        done["saved"] = step
         # collective under FSDP: every process takes part, the main one writes
         weights, optimizer_state = get_state_dict(wrapped, optimizer, options=full)
         if not where.is_main:
@@ -175,7 +208,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
         # the objective's own weights (e.g. a discriminator) live in the training state only
         own = {k: v for k, v in weights.items() if not k.startswith("model.")}
         weights = {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
-        state = dict(extra_state or {}, optimizer=optimizer_state, scheduler=scheduler.state_dict(), objective=own)
+        state = dict((extra_state() if callable(extra_state) else extra_state) or {}, optimizer=optimizer_state, scheduler=scheduler.state_dict(), objective=own)
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         if ema is not None:
@@ -203,59 +236,78 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
     first_step = start_step + 1
     if settings.cpu_minutes and _cpu_budget_spent(log, settings, where):  # resumed, its CPU time used already
         first_step = settings.steps + 1
-    for step in range(first_step, settings.steps + 1):
-        optimizer.zero_grad(set_to_none=True)
-        micro_metrics = []
-        learned = False
-        for micro, part in enumerate(parts):
-            batch = load_batch(step, part)
-            if batch is None and not where.active:
-                micro_metrics.append({})
-                continue
-            last = micro == len(parts) - 1
-            with no_sync(wrapped, last), precision_scope(where.device, precision):
-                # a process with nothing to learn still joins the gradient all-reduce, with zeros
-                loss, metrics = wrapped(batch)
-            micro_metrics.append(metrics)
-            if batch is not None:
-                learned = True
-            scaled = loss / settings.accumulate
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        metrics = where.mean(_mean_metrics(micro_metrics), objective.metric_names)
-        if where.agree(learned):
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-        scheduler.step()
-        row = {"step": step, **metrics, **(extra_metrics() if extra_metrics else {}), "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
-               "cpu_seconds": cpu_before + time.process_time()}
-        log.append(row)
-        passed = stop = False
-        if settings.cpu_minutes:  # a mark passed at this step: a checkpoint; the last one ends the run
-            before = log[-2]["cpu_seconds"] if len(log) > 1 else 0.0
-            passed = where.agree(any(before < 60 * m <= row["cpu_seconds"] for m in settings.cpu_minutes))
-            stop = _cpu_budget_spent(log, settings, where)
-        if board is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    board.add_scalar(f"train/{key}", value, step)
-        if step % settings.save_every == 0 or step == settings.steps or passed or stop:
-            save(step)
-        if on_step is not None and where.is_main:
-            on_step(step, row)
-        raise_if_interrupted()
-        if stop:
-            break
+    last_step = min(settings.steps, settings.until_step or settings.steps)
+    try:
+        for step in range(first_step, last_step + 1):
+            optimizer.zero_grad(set_to_none=True)
+            micro_metrics = []
+            learned = False
+            for micro, part in enumerate(parts):
+                batch = load_batch(step, part)
+                if batch is None and not where.active:
+                    micro_metrics.append({})
+                    continue
+                last = micro == len(parts) - 1
+                with no_sync(wrapped, last), precision_scope(where.device, precision):
+                    # a process with nothing to learn still joins the gradient all-reduce, with zeros
+                    loss, metrics = wrapped(batch)
+                micro_metrics.append(metrics)
+                if batch is not None:
+                    learned = True
+                scaled = loss / settings.accumulate
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            metrics = where.mean(_mean_metrics(micro_metrics), objective.metric_names)
+            if where.agree(learned):
+                done["learned"] = True
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+            with warnings.catch_warnings():
+                # a step with nothing to learn (every file unreadable) still advances the schedule
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
+                scheduler.step()
+            row = {"step": step, **metrics, **(extra_metrics() if extra_metrics else {}),
+                   "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
+                   "cpu_seconds": cpu_before + time.process_time()}
+            log.append(row)
+            passed = stop = False
+            if settings.cpu_minutes:  # a mark passed at this step: a checkpoint; the last one ends the run
+                before = log[-2]["cpu_seconds"] if len(log) > 1 else 0.0
+                passed = where.agree(any(before < 60 * m <= row["cpu_seconds"] for m in settings.cpu_minutes))
+                stop = _cpu_budget_spent(log, settings, where)
+            if board is not None:
+                for key, value in row.items():
+                    if isinstance(value, (int, float)) and key != "step":
+                        board.add_scalar(f"train/{key}", value, step)
+            done["step"] = step
+            if step % settings.save_every == 0 or step == last_step or passed or stop:
+                save(step)
+            if on_step is not None and where.is_main:
+                on_step(step, row)
+            raise_if_interrupted()
+            if stop:
+                break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(done["step"], done["saved"]) from None
     if board is not None:
         board.close()
     return log[-1] if log else {}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during training: the last step taken, and the step whose checkpoint
+    the output folder holds (None: none yet)."""
+
+    def __init__(self, step: int, saved: int | None):
+        super().__init__(step, saved)
+        self.step, self.saved = step, saved
 
 
 def _cpu_budget_spent(log: list[dict], settings: LoopSettings, where: Distributed) -> bool:

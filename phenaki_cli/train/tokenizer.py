@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from phenaki_cli.config import TokenizerConfig, from_dict
-from phenaki_cli.data.datasets import VideoClips
+from phenaki_cli.data.datasets import SkippedFiles, Unreadable, VideoClips
 from phenaki_cli.errors import UserError
 from phenaki_cli.modeldir import load_weights, read_config
 from phenaki_cli.tokenizer import CViViT
@@ -40,6 +40,16 @@ class TrainSettings(LoopSettings):
     decoder_only: bool = False
     adversarial_weight: float = 0.0  # 0: no discriminator
     adversarial_start: int = 0  # the step the adversarial loss starts at (after the codes settle)
+
+    RUN_FIELDS = {**LoopSettings.RUN_FIELDS, "batch_size": "--batch-size", "frames": "--frames", "fps": "--fps",
+                  "l1_weight": "--l1", "adversarial_weight": "--adversarial", "adversarial_start": "--adversarial-start"}
+
+    def check_same_run(self, saved: dict, out: Path) -> None:
+        for flag, key in (("--decoder-only", "decoder_only"), ("--adversarial", "adversarial_weight")):
+            if bool(saved.get(key)) != bool(getattr(self, key)):  # the modes first: they say the most
+                was = "with" if saved.get(key) else "without"
+                raise UserError(f"{out}: this run was trained {was} {flag}; resume it {was} {flag}")
+        super().check_same_run(saved, out)
 
     def validate(self) -> None:
         super().validate()
@@ -66,11 +76,11 @@ def clip_source(data: str, frames: int, size: int, fps: float, seed: int):
     return ShapesClips(frames, size) if data == "shapes" else VideoClips(data, frames, size, fps, seed)
 
 
-def collate_videos(items) -> tuple[torch.Tensor | None, int]:
-    """A batch of the readable clips, and how many were unreadable (counted here: DataLoader
-    workers are other processes, so the dataset's own `skipped` is not seen by the trainer)."""
-    videos = [frames_to_tensor(frames) for frames, _ in (i for i in items if i is not None)]
-    return (torch.stack(videos) if videos else None), sum(i is None for i in items)
+def collate_videos(items) -> tuple[torch.Tensor | None, list[Unreadable]]:
+    """A batch of the readable clips, and the unreadable ones (passed on here: DataLoader workers
+    are other processes, so the dataset's own `skipped` is not seen by the trainer)."""
+    videos = [frames_to_tensor(item[0]) for item in items if not isinstance(item, Unreadable)]
+    return (torch.stack(videos) if videos else None), [item for item in items if isinstance(item, Unreadable)]
 
 
 class TokenizerObjective(Objective):
@@ -136,11 +146,14 @@ def write_reconstruction_preview(model: CViViT, frames: np.ndarray, path: Path, 
 
 def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, settings: TrainSettings,
                     resume: bool = False, on_step: Callable[[int, dict], None] | None = None,
-                    where: Distributed | None = None, init_from: str | Path | None = None) -> dict:
-    """Train (or resume training) a C-ViViT; returns the last logged metrics.
+                    where: Distributed | None = None, init_from: str | Path | None = None,
+                    on_skip: Callable[[str], None] | None = None) -> dict:
+    """Train (or resume training) a C-ViViT; returns the last logged metrics, with
+    "skipped_summary" naming the files left out.
 
     A new run may start from the weights of `init_from` (fine-tuning): `config` must then be
-    that tokenizer's, or it with a refinement head added (the head starts at zero)."""
+    that tokenizer's, or it with a refinement head added (the head starts at zero).
+    `on_skip(reason)` hears of the first few unreadable or too-short files, once each."""
     out = Path(out)
     where = where or Distributed()
     torch.manual_seed(settings.seed)
@@ -159,42 +172,48 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
     if settings.decoder_only:
         freeze_encoder(model)
     source = clip_source(data, settings.frames, config.image_size, settings.fps, settings.seed)
+    if isinstance(source, VideoClips):
+        source.first_readable()
     parts = where.parts(settings.accumulate)
-    loader, skipped = None, 0
+    loader, skipped = None, SkippedFiles(on_new=on_skip)
 
     def batches(first_step: int):
         # global micro-batch g = (step - 1)·parts + part reads samples g·batch … g·batch + batch − 1
         total = settings.accumulate * where.world
         order = [[((step - 1) * total + part) * settings.batch_size + j for j in range(settings.batch_size)]
                  for step in range(first_step, settings.steps + 1) for part in parts]
+        # its own generator: a DataLoader seeds its workers from the global RNG when it starts, and
+        # a resumed run starts it at another step, so the global stream (dead-code restarts draw
+        # from it) would shift by one draw
         return iter(torch.utils.data.DataLoader(source, batch_sampler=order, collate_fn=collate_videos,
-                                                num_workers=settings.workers))
+                                                num_workers=settings.workers,
+                                                generator=torch.Generator().manual_seed(settings.seed)))
 
     def load_batch(step: int, part: int):
-        nonlocal loader, skipped
+        nonlocal loader
         if loader is None:  # the first micro-batch of this run (of a resumed one too)
             loader = batches(step)
         video, unreadable = next(loader)
-        skipped += unreadable
+        for item in unreadable:
+            skipped.add(item)
         return None if video is None else (video.to(where.device), step)
 
     def preview(weights: dict, folder: Path, step: int) -> None:
-        sample = next((s for s in map(source.__getitem__, range(8)) if s is not None), None)  # each read once
+        sample = next((s for s in map(source.__getitem__, range(8)) if not isinstance(s, Unreadable)), None)
         if sample is not None:  # on the CPU, from the saved weights: works for any device and strategy
             snapshot = CViViT(config).eval()
             snapshot.load_state_dict(weights)
             write_reconstruction_preview(snapshot, sample[0], folder / f"step-{step:06d}.mp4", settings.fps)
 
-    def check_resume(state: dict) -> None:  # the modes that must not change within a run
-        saved = state.get("settings", {})
-        for flag, key in (("--decoder-only", "decoder_only"), ("--adversarial", "adversarial_weight")):
-            if bool(saved.get(key)) != bool(getattr(settings, key)):
-                was = "with" if saved.get(key) else "without"
-                raise UserError(f"{out}: this run was trained {was} {flag}; resume it {was} {flag}")
+    def check_resume(state: dict) -> None:
+        skipped.files.update(state.get("skipped_files", {}))  # counted once over the whole run
 
     objective = TokenizerObjective(model, settings.l1_weight, settings.adversarial_weight, settings.adversarial_start,
                                    settings.decoder_only)
-    return fit(out, model, objective, settings, resuming, load_batch,
+    last = fit(out, model, objective, settings, resuming, load_batch,
                sections=lambda weights: {"tokenizer": (config, weights)}, where=where,
-               extra_state={"data": data}, preview=preview,
-               extra_metrics=lambda: {"skipped_files": skipped}, on_step=on_step, check_resume=check_resume)
+               extra_state=lambda: {"data": data, "skipped_files": dict(skipped.files)}, preview=preview,
+               extra_metrics=lambda: {"skipped_files": len(skipped)}, on_step=on_step, check_resume=check_resume,
+               nothing_learned=f"{data}: no clip could be read in any step so far (every file was unreadable "
+                               f"or shorter than --frames {settings.frames})")
+    return dict(last, skipped_summary=skipped.summary())

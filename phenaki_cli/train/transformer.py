@@ -47,6 +47,10 @@ class TransformerTrainSettings(LoopSettings):
     infill_share: float = 0.0
     box_share: float = 0.0
 
+    RUN_FIELDS = {**LoopSettings.RUN_FIELDS, "batch_size": "--batch-size", "text_drop": "text dropout",
+                  "image_share": "--image-share", "crop_share": "crop share", "predict_share": "--tasks predict=",
+                  "rewind_share": "--tasks rewind=", "infill_share": "--tasks infill=", "box_share": "--tasks box="}
+
     @property
     def task_mix(self) -> TaskMix:
         return TaskMix(self.predict_share, self.rewind_share, self.infill_share, self.box_share)
