@@ -73,6 +73,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sampling.py
 	$(BIN)/python bench/token_locality.py
 	$(BIN)/python bench/transformer_probe.py
+	$(BIN)/python bench/long_story.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -27,7 +27,7 @@ from tokenizer import matmul_peak  # noqa: E402  (bench/tokenizer.py)
 
 from phenaki_cli.config import TOKENIZER_PRESETS, TRANSFORMER_PRESETS, SamplingConfig  # noqa: E402
 from phenaki_cli.pipeline import Phenaki  # noqa: E402
-from phenaki_cli.runtime import tune_allocator  # noqa: E402
+from phenaki_cli.runtime import precision_scope, tune_allocator  # noqa: E402
 from phenaki_cli.sampling import guided_logits, maskgit_decode, prepare_guided  # noqa: E402
 from phenaki_cli.text import build_text_encoder  # noqa: E402
 from phenaki_cli.tokenizer import CViViT  # noqa: E402
@@ -37,16 +37,31 @@ REFERENCE = {"seconds_per_step": 0.41, "story_seconds": 21.0, "story_peak_mb": 7
 STEPS, GUIDANCE = 18, 3.0
 
 
-def window_seconds(model: MaskGIT, time_steps: int, text: torch.Tensor, repeats: int = 3) -> float:
+def window_seconds(model: MaskGIT, time_steps: int, text: torch.Tensor, repeats: int = 3,
+                   precision: str = "fp32") -> float:
     mask = torch.ones(text.shape[:2], dtype=torch.bool)
     tokens = torch.full((1, time_steps, 8, 8), model.config.mask_id)
     best = math.inf
-    for _ in range(repeats + 1):  # the first run warms up
-        start = time.perf_counter()
-        context = prepare_guided(model, text, mask, time_steps, GUIDANCE)
-        maskgit_decode(model, tokens, context, STEPS, GUIDANCE, 4.5, 1024, torch.Generator().manual_seed(0))
-        best = min(best, time.perf_counter() - start)
+    with precision_scope(torch.device("cpu"), precision):
+        for _ in range(repeats + 1):  # the first run warms up
+            start = time.perf_counter()
+            context = prepare_guided(model, text, mask, time_steps, GUIDANCE)
+            maskgit_decode(model, tokens, context, STEPS, GUIDANCE, 4.5, 1024, torch.Generator().manual_seed(0))
+            best = min(best, time.perf_counter() - start)
     return best
+
+
+def precisions_and_designs(config, text: torch.Tensor) -> dict:
+    """Seconds per step at 576 tokens in fp32 and bf16 (`--precision bf16`), for the reference design
+    and with factorized attention + rotary positions (the shipped model's design)."""
+    rows = {}
+    for name, design in (("full", {}), ("factorized_rotary", {"attention": "factorized", "positions": "rotary"})):
+        model = MaskGIT(replace(config, **design)).eval()
+        for precision in ("fp32", "bf16"):
+            per_step = window_seconds(model, 9, text, precision=precision) / STEPS
+            rows[f"{name}_{precision}"] = {"seconds_per_step": round(per_step, 4),
+                                           "vs_phenaki_pytorch": round(REFERENCE["seconds_per_step"] / per_step, 2)}
+    return rows
 
 
 @torch.inference_mode()
@@ -95,6 +110,7 @@ def main() -> None:
         "story_3_scenes": {"frames": frames, "seconds": round(story_seconds, 2),
                            "windows": [w.frames for w in phenaki.plan([n for _, n in scenes], phenaki.sampling)]},
         "peak_rss_mb": round(rss, 1),
+        "precisions_and_designs": precisions_and_designs(config, text),
         "vs_phenaki_pytorch": {"step_speedup": round(REFERENCE["seconds_per_step"] / per_step, 2),
                                "story_speedup": round(REFERENCE["story_seconds"] / story_seconds, 2),
                                "their_token_exponent": REFERENCE["token_exponent"],

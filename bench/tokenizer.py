@@ -55,29 +55,50 @@ def best_rate(fn, frames: int, repeats: int = 20, rounds: int = 3) -> float:
     return best
 
 
-def bf16_quality(clips: int = 10) -> dict | None:
-    """bf16 against fp32 on the shipped model: token agreement and reconstruction PSNR."""
+def bf16_quality(model: Path = SHIPPED, clips: int = 30) -> dict | None:
+    """bf16 against fp32 on a model's tokenizer (the shipped one): token agreement and PSNR, over the
+    30 test clips; what differs is said by where (first frame or later) and how close the two codes are."""
     from phenaki_cli.codec import decode_grid, encode_frames
     from phenaki_cli.data.shapes_sampler import sample_clip
     from phenaki_cli.eval.metrics import psnr
     from phenaki_cli.modeldir import load_tokenizer
 
-    if not (SHIPPED / "config.json").is_file():
+    if not (model / "config.json").is_file():
         return None
-    tokenizer, _ = load_tokenizer(SHIPPED)
-    same, scores = [], {"fp32": [], "bf16": []}
+    tokenizer, _ = load_tokenizer(model)
+    codes = tokenizer.quantizer.normalized_codes().detach()
+    same, first_same, cosines, scores = [], [], [], {"fp32": [], "bf16": []}
+    frames_per_clip = 1 + tokenizer.config.temporal_patch_size * 8
     for index in range(clips):
-        frames = sample_clip("test", index, 17).frames
+        frames = sample_clip("test", index, frames_per_clip, size=tokenizer.config.image_size).frames
         grids = {p: encode_frames(tokenizer, frames, p) for p in scores}
-        same.append(float((grids["fp32"] == grids["bf16"]).mean()))
+        equal = grids["fp32"] == grids["bf16"]
+        same.append(float(equal.mean()))
+        first_same.append(float(equal[0].mean()))
+        differ = ~equal
+        if differ.any():  # how near the two codes are: cosine of the codebook vectors
+            a, b = torch.from_numpy(grids["fp32"][differ]).long(), torch.from_numpy(grids["bf16"][differ]).long()
+            cosines.extend((codes[a] * codes[b]).sum(-1).tolist())
         for p in scores:
             scores[p].append(psnr(frames, decode_grid(tokenizer, grids[p], p)))
-    return {"model": "models/shapes-64", "clips": clips, "tokens_equal_to_fp32": round(float(np.mean(same)), 4),
+    return {"model": str(model), "clips": clips, "frames": frames_per_clip,
+            "tokens_equal_to_fp32": round(float(np.mean(same)), 4),
+            "first_frame_tokens_equal": round(float(np.mean(first_same)), 4),
+            "differing_codes_mean_cosine": round(float(np.mean(cosines)), 3) if cosines else None,
             **{f"psnr_{p}_db": round(float(np.mean(v)), 2) for p, v in scores.items()}}
 
 
 @torch.inference_mode()
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=SHIPPED, help="whose tokenizer bf16 quality is measured on")
+    parser.add_argument("--quality-only", action="store_true", help="skip the speed figures")
+    args = parser.parse_args()
+    if args.quality_only:
+        print(json.dumps({"bf16_quality": bf16_quality(args.model)}, indent=2))
+        return
     tune_allocator()
     torch.manual_seed(0)
     model = CViViT(TOKENIZER_PRESETS["reference"]).eval()
@@ -102,7 +123,7 @@ def main() -> None:
         **rates["fp32"], "bf16": rates["bf16"],
         "matmul_peak_gflops": round(peak, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "bf16_quality": bf16_quality(),
+        "bf16_quality": bf16_quality(args.model),
     }, indent=2))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -144,10 +145,10 @@ class SamplingConfig:
     def validate(self, temporal_patch: int = 2) -> None:
         if self.steps < 1:
             raise UserError(f"sampling: steps must be at least 1, got {self.steps}")
-        if self.guidance < 0:
-            raise UserError(f"sampling: guidance must be >= 0, got {self.guidance}")
-        if self.temperature < 0:
-            raise UserError(f"sampling: temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.guidance < math.inf:  # not nan either
+            raise UserError(f"sampling: guidance must be a number >= 0, got {self.guidance}")
+        if not 0 <= self.temperature < math.inf:
+            raise UserError(f"sampling: temperature must be a number >= 0, got {self.temperature}")
         for name in ("window_frames", "prime_frames"):
             value = getattr(self, name)
             if value < 1 or (value - 1) % temporal_patch:

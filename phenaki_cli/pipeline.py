@@ -26,6 +26,7 @@ from phenaki_cli.config import (SamplingConfig, TokenizerConfig, TransformerConf
                                 valid_frame_count)
 from phenaki_cli.errors import UserError
 from phenaki_cli.modeldir import load_weights, read_config, save_model_dir, section
+from phenaki_cli.runtime import precision_scope
 from phenaki_cli.sampling import maskgit_decode, prepare_guided
 from phenaki_cli.text import TextEncoder
 from phenaki_cli.tokenizer import CViViT
@@ -146,11 +147,14 @@ class Phenaki:
     @torch.inference_mode()
     def generate(self, scenes: list[tuple[str, int]], settings: SamplingConfig | None = None, seed: int = 0,
                  start_frames: np.ndarray | None = None,
-                 on_step: Callable[[Window, int], None] | None = None) -> Iterator[tuple[Window, np.ndarray]]:
+                 on_step: Callable[[Window, int], None] | None = None,
+                 precision: str = "fp32") -> Iterator[tuple[Window, np.ndarray]]:
         """Yield each window and its new frames (uint8 (F, H, W, 3)), in order.
 
         `scenes` are (prompt, frames) pairs; `start_frames` (at the model's size) are continued
-        from: their last K frames prime the first window (one frame: image-to-video)."""
+        from: their last K frames prime the first window (one frame: image-to-video).
+        `precision` bf16 runs the models under bf16 autocast (faster on CPUs with bf16 matrix
+        instructions; near-tie tokens may differ from fp32's)."""
         settings = settings or self.sampling
         size = self.tokenizer.config.image_size
         if start_frames is not None and (start_frames.ndim != 4 or start_frames.shape[1:] != (size, size, 3)):
@@ -166,15 +170,17 @@ class Phenaki:
                 text_mask = torch.ones(text.shape[:2], dtype=torch.bool)
             time_steps = self.tokenizer.config.time_steps(window.frames)
             tokens = torch.full((1, time_steps, grid, grid), self.transformer.config.mask_id, dtype=torch.long)
-            if window.prime:
-                prime = frames_to_tensor(history[-window.prime:])[None]
-                prefix = self.tokenizer.encode(prime)
-                tokens[:, : prefix.shape[1]] = prefix
-            context = prepare_guided(self.transformer, text, text_mask, time_steps, settings.guidance)
-            tokens = maskgit_decode(self.transformer, tokens, context, settings.steps, settings.guidance,
-                                    settings.temperature, self.tokenizer.config.codebook_size, generator,
-                                    on_step=None if on_step is None else (lambda step, w=window: on_step(w, step)))
-            frames = tensor_to_frames(self.tokenizer.decode(tokens)[0])
+            with precision_scope(torch.device("cpu"), precision):
+                if window.prime:
+                    prime = frames_to_tensor(history[-window.prime:])[None]
+                    prefix = self.tokenizer.encode(prime)
+                    tokens[:, : prefix.shape[1]] = prefix
+                context = prepare_guided(self.transformer, text, text_mask, time_steps, settings.guidance)
+                tokens = maskgit_decode(self.transformer, tokens, context, settings.steps, settings.guidance,
+                                        settings.temperature, self.tokenizer.config.codebook_size, generator,
+                                        on_step=None if on_step is None else (
+                                            lambda step, w=window: on_step(w, step)))
+                frames = tensor_to_frames(self.tokenizer.decode(tokens)[0].float())
             new = frames[window.prime: window.prime + window.keep]
             history = new if history is None else np.concatenate([history, new])[-settings.prime_frames:]
             yield window, new

@@ -99,6 +99,7 @@ def precision_scope(device: torch.device, name: str):
 
 
 _interrupted = False
+_deferred = False  # inside `interrupts_at_safe_points`: the handler only sets the flag
 
 
 def on_interrupt(signum, frame) -> None:
@@ -110,9 +111,27 @@ def on_interrupt(signum, frame) -> None:
     safe point (every frame batch written, every training step)."""
     global _interrupted
     _interrupted = True
-    raise KeyboardInterrupt
+    if not _deferred:
+        raise KeyboardInterrupt
 
 
 def raise_if_interrupted() -> None:
     if _interrupted:
         raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    return _interrupted
+
+
+@contextlib.contextmanager
+def interrupts_at_safe_points():
+    """Within: Ctrl-C / SIGTERM only set the flag (`interrupted()`), for code that must stop at a point
+    of its choosing. Processes training together stop at the same step boundary that way, instead of
+    one leaving in the middle of a collective while the others wait on it and crash."""
+    global _deferred
+    before, _deferred = _deferred, True
+    try:
+        yield
+    finally:
+        _deferred = before

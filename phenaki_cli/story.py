@@ -16,6 +16,7 @@ from pathlib import Path
 
 from phenaki_cli.errors import UserError
 
+MAX_SCENE_SECONDS = 3600.0  # one hour: longer is a typo, not a scene
 DEFAULT_SCENE_SECONDS = 2.0
 _DURATION = re.compile(r"^\[\s*([0-9]*\.?[0-9]+)\s*([sf])\s*\]\s*(.*)$")
 
@@ -77,9 +78,14 @@ def parse_story(text: str, fps: float, source: str = "<script>") -> Story:
             if not line:
                 raise UserError(f"{source}:{number}: duration without a prompt")
         if frames is None:
+            if not seconds <= MAX_SCENE_SECONDS:  # also catches nan / inf
+                raise UserError(f"{source}:{number}: a scene lasts at most {MAX_SCENE_SECONDS:g} s, got {seconds:g}")
             frames = round(seconds * fps)
         if frames < 1:
             raise UserError(f"{source}:{number}: scene must last at least one frame")
+        if frames > MAX_SCENE_SECONDS * fps:
+            raise UserError(f"{source}:{number}: a scene lasts at most {MAX_SCENE_SECONDS:g} s "
+                            f"({round(MAX_SCENE_SECONDS * fps)} frames at {fps:g} fps), got {frames} frames")
         scenes.append(Scene(line, frames, number))
     if not scenes:
         raise UserError(f"{source}: no scenes (one prompt per line; '#' starts a comment)")

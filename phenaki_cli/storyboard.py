@@ -1,7 +1,8 @@
 """Storyboards: a PNG contact sheet with a few frames of every scene and its prompt.
 
 Pillow draws the captions (its built-in font needs no download); it is the one dependency
-that is here only for this, because a storyboard without its prompts says little.
+that is here only for this, because a storyboard without its prompts says little. The sheet is
+drawn and compressed a scene at a time, so a story of thousands of scenes never holds it whole.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-
-from phenaki_cli.files import atomic_path
 
 FRAMES_PER_SCENE = 4
 
@@ -24,29 +23,36 @@ def pick_frames(start: int, end: int, count: int = FRAMES_PER_SCENE) -> list[int
     return sorted({start + round(i * (n - 1) / (count - 1)) for i in range(count)})
 
 
-def render_storyboard(scenes: list[tuple[str, list[np.ndarray]]], scale: int = 2, caption_width: int = 200) -> np.ndarray:
-    """One row per scene: the prompt on the left, its frames to the right. Returns (H, W, 3) uint8."""
+def _layout(scenes: list[tuple[str, list[np.ndarray]]], scale: int, caption_width: int):
+    h, w = next(frames[0] for _, frames in scenes if frames).shape[:2]
+    tile_h, tile_w, gap = h * scale, w * scale, 4
+    columns = max(len(frames) for _, frames in scenes)
+    return tile_h, tile_w, gap, caption_width + columns * (tile_w + gap) + gap
+
+
+def storyboard_rows(scenes: list[tuple[str, list[np.ndarray]]], scale: int = 2, caption_width: int = 200):
+    """The sheet's rows, one strip per scene (the prompt on the left, its frames to the right), then the
+    bottom margin: (h, W, 3) uint8 each, so a long story's sheet is never whole in memory."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=13)
-    h, w = scenes[0][1][0].shape[:2]
-    tile_h, tile_w, gap = h * scale, w * scale, 4
-    columns = max(len(frames) for _, frames in scenes)
-    sheet = Image.new("RGB", (caption_width + columns * (tile_w + gap) + gap, len(scenes) * (tile_h + gap) + gap),
-                      (245, 245, 245))
-    draw = ImageDraw.Draw(sheet)
+    tile_h, tile_w, gap, width = _layout(scenes, scale, caption_width)
     for row, (prompt, frames) in enumerate(scenes):
-        y = gap + row * (tile_h + gap)
+        strip = Image.new("RGB", (width, tile_h + gap), (245, 245, 245))
+        draw = ImageDraw.Draw(strip)
         lines = textwrap.wrap(f"{row + 1}. {prompt}", width=caption_width // 7)
-        draw.multiline_text((gap + 2, y + 2), "\n".join(lines), fill=(20, 20, 20), font=font, spacing=2)
+        draw.multiline_text((gap + 2, gap + 2), "\n".join(lines), fill=(20, 20, 20), font=font, spacing=2)
         for col, frame in enumerate(frames):
             tile = Image.fromarray(np.ascontiguousarray(frame)).resize((tile_w, tile_h), Image.NEAREST)
-            sheet.paste(tile, (caption_width + gap + col * (tile_w + gap), y))
-    return np.asarray(sheet)
+            strip.paste(tile, (caption_width + gap + col * (tile_w + gap), gap))
+        yield np.asarray(strip)
+    yield np.full((gap, width, 3), 245, dtype=np.uint8)
 
 
 def write_storyboard(path: str | Path, scenes: list[tuple[str, list[np.ndarray]]]) -> None:
-    from PIL import Image
+    """Write the sheet to `path` as it is (a staged temporary: the caller renames it into place),
+    strip by strip: memory stays flat in the number of scenes."""
+    from phenaki_cli.video_io import write_png_strips
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(render_storyboard(scenes)).save(tmp, format="PNG")
+    tile_h, _, gap, width = _layout(scenes, 2, 200)
+    write_png_strips(path, width, len(scenes) * (tile_h + gap) + gap, storyboard_rows(scenes))

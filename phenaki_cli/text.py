@@ -36,6 +36,7 @@ class TextEncoder:
     @classmethod
     def load(cls, source: str | os.PathLike) -> "TextEncoder":
         """A local directory or a hub id (only from the local cache if there is no network)."""
+        from safetensors import SafetensorError
         from transformers import AutoTokenizer, T5EncoderModel
         from transformers.utils import logging as hf_logging
 
@@ -62,7 +63,7 @@ class TextEncoder:
                                         f"hub cannot be reached (offline); download it where there is a network "
                                         f"(`hf download {source}`) or give its folder") from None
                     tokenizer, model = load()
-        except (OSError, ValueError, ImportError) as e:
+        except (OSError, ValueError, ImportError, SafetensorError) as e:  # a corrupt weights file too
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{source}: cannot load a T5 text encoder ({first})") from None
         finally:
@@ -90,6 +91,10 @@ class TextEncoder:
             return []
         words = self.normalize(prompt).split()
         return [w for w in words if unk in self.tokenizer(w, add_special_tokens=False).input_ids]
+
+    def token_count(self, prompt: str) -> int:
+        """How many tokens `prompt` is (with the end-of-sequence token), before truncation to max_length."""
+        return len(self.tokenizer(self.normalize(prompt)).input_ids)
 
     @torch.inference_mode()
     def embed(self, prompt: str) -> torch.Tensor:

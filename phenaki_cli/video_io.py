@@ -8,13 +8,14 @@ Resize policy (`size`): scale so the shorter side equals `size` (antialiased bil
 then crop the centre square. Frame-rate policy (`fps`): ffmpeg's fps filter drops or
 repeats frames to the target rate.
 
-Writing is atomic (temporary file, then rename): mp4/mov/mkv as H.264 yuv420p (odd sizes
+Writing is atomic (temporary file, checked, then renamed: files.py): mp4/mov/mkv as H.264 yuv420p (odd sizes
 are padded to even, +faststart so it plays while loading), webm as VP9, gif with a
 per-video palette, or a folder of PNGs when the path has no suffix.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -125,25 +126,83 @@ def _ffmpeg_settings(path: Path) -> tuple[str, str, list[str]]:
     raise UserError(f"{path}: unsupported output format {suffix!r} (use .mp4, .webm, .gif, .png or a folder)")
 
 
+class _FfmpegPipe:
+    """Raw RGB frames into an ffmpeg process that encodes `path`. Its exit status and its error
+    output are honoured: a failure (a full disk, say) is one line naming `target`, the file the
+    user asked for, and the caller leaves the old one in place."""
+
+    def __init__(self, path: Path, target: Path, size: tuple[int, int], fps: float, codec: str, pix_fmt: str,
+                 params: list[str]):
+        import subprocess
+        import tempfile
+
+        self.target, self.log = target, tempfile.TemporaryFile()
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
+                   "-s", f"{size[0]}x{size[1]}", "-pix_fmt", "rgb24", "-r", f"{fps:.02f}", "-i", "-", "-an",
+                   "-vcodec", codec, "-pix_fmt", pix_fmt, *params, str(path)]
+        # its own session: a Ctrl-C reaches us, and we stop ffmpeg
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
+                                        start_new_session=True)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.process.stdin.write(data)
+        except (BrokenPipeError, OSError):
+            self.process.wait()
+            raise self._failure() from None
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        if self.process.wait() != 0:
+            raise self._failure()
+        self.log.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+    def _failure(self) -> UserError:
+        self.log.seek(0)
+        lines = [line.strip() for line in self.log.read().decode(errors="replace").splitlines() if line.strip()]
+        self.log.close()
+        from phenaki_cli.files import DISK_ERRORS
+
+        # the line that names a disk error (a full disk, a quota) says most; else ffmpeg's last word
+        disk = [line for line in lines if any(os.strerror(code) in line for code in DISK_ERRORS)]
+        cause = (disk or lines or [f"exit status {self.process.returncode}"])[-1 if not disk else 0]
+        return UserError(f"{self.target}: ffmpeg could not write it ({cause}); nothing was replaced")
+
+
 class VideoWriter:
     """Stream frames to a video file (or a folder of PNGs) that appears only when closed
     without error: memory stays flat however long the video grows, and Ctrl-C leaves nothing.
+    Before it appears, an encoded file is opened again and its frames counted.
 
         with VideoWriter("out.mp4", fps=8) as writer:
             writer.write(frames)   # (F, H, W, 3) uint8, any number of calls
+
+    With `staged_at` (a temporary path from files.Outputs), it writes there and leaves the rename
+    to the caller, so the video can go into place together with its sidecar files.
     """
 
-    def __init__(self, path: str | Path, fps: float):
-        self.path, self.fps, self.frames_written = Path(path), fps, 0
-        suffix = self.path.suffix.lower()
-        self.kind = "folder" if suffix == "" else "png" if suffix == ".png" else "ffmpeg"
+    def __init__(self, path: str | Path, fps: float, staged_at: Path | None = None):
+        self.path, self.fps, self.frames_written, self.staged_at = Path(path), fps, 0, staged_at
+        self.kind = output_kind(self.path)
         if self.kind == "ffmpeg":
             self.codec, self.pix_fmt, self.params = _ffmpeg_settings(self.path)
         self._atomic = self._ffmpeg = None
 
     def __enter__(self) -> "VideoWriter":
-        self._atomic = atomic_path(self.path, directory=self.kind == "folder")
-        self.tmp = self._atomic.__enter__()
+        if self.staged_at is not None:
+            self.tmp = self.staged_at
+        else:
+            self._atomic = atomic_path(self.path, directory=self.kind == "folder")
+            self.tmp = self._atomic.__enter__()
         return self
 
     def write(self, frames: np.ndarray) -> None:
@@ -165,25 +224,56 @@ class VideoWriter:
                 frames = _pad_even(frames)
             if self._ffmpeg is None:
                 _, h, w, _ = frames.shape
-                self._ffmpeg = imageio_ffmpeg.write_frames(
-                    str(self.tmp), (w, h), fps=self.fps, codec=self.codec, pix_fmt_out=self.pix_fmt, quality=None,
-                    macro_block_size=1, output_params=self.params, ffmpeg_log_level="error")
-                self._ffmpeg.send(None)
+                self._ffmpeg = _FfmpegPipe(self.tmp, self.path, (w, h), self.fps, self.codec, self.pix_fmt,
+                                           self.params)
             for frame in frames:
                 self._ffmpeg.send(frame.tobytes())
         self.frames_written += len(frames)
         raise_if_interrupted()
 
+    def _finish(self) -> None:
+        if self.frames_written == 0:
+            raise ValueError(f"{self.path}: no frames were written")
+        if self._ffmpeg is not None:
+            self._ffmpeg.close()
+            try:  # read back: the container must open and hold every frame
+                counted = imageio_ffmpeg.count_frames_and_secs(str(self.tmp))[0]
+            except (RuntimeError, OSError) as e:
+                raise UserError(f"{self.path}: the file ffmpeg wrote does not open ({str(e).strip()[-120:]}); "
+                                f"nothing was replaced") from None
+            if counted != self.frames_written:
+                raise UserError(f"{self.path}: ffmpeg wrote {counted} of {self.frames_written} frames; nothing "
+                                f"was replaced")
+
     def __exit__(self, kind, value, traceback) -> None:
         try:
-            if self._ffmpeg is not None:
-                self._ffmpeg.close()
-            if kind is None and self.frames_written == 0:
-                raise ValueError(f"{self.path}: no frames were written")
+            if kind is None:
+                self._finish()
+            elif self._ffmpeg is not None:
+                self._ffmpeg.kill()
         except BaseException as e:
-            self._atomic.__exit__(type(e), e, e.__traceback__)
+            if self._ffmpeg is not None:
+                self._ffmpeg.kill()
+            if self._atomic is not None:
+                self._atomic.__exit__(type(e), e, e.__traceback__)
             raise
-        self._atomic.__exit__(kind, value, traceback)
+        if self._atomic is not None:
+            self._atomic.__exit__(kind, value, traceback)
+
+
+def output_kind(path: Path) -> str:
+    """How a video path is written: "folder" (PNGs, no suffix), "png" (one frame) or "ffmpeg"."""
+    suffix = path.suffix.lower()
+    return "folder" if suffix == "" else "png" if suffix == ".png" else "ffmpeg"
+
+
+def check_video_output(path: Path, frames: int | None = None) -> None:
+    """A video output's format, checked before any work (and, given the frame count, a .png's one frame)."""
+    if output_kind(path) == "ffmpeg":
+        _ffmpeg_settings(path)
+    elif output_kind(path) == "png" and frames is not None and frames > 1:
+        raise UserError(f"{path}: a .png holds one frame, and this makes {frames}; give a folder path (no suffix) "
+                        f"or a video file")
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
@@ -198,12 +288,26 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
 def write_png(path: str | Path, image: np.ndarray) -> None:
     """Write one RGB uint8 image as PNG (zlib from the standard library; no extra dependency)."""
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    h, w, _ = image.shape
-    raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))
+    write_png_strips(path, image.shape[1], image.shape[0], [image])
 
+
+def write_png_strips(path: str | Path, width: int, height: int, strips) -> None:
+    """Write an RGB PNG from horizontal strips ((h_i, width, 3) uint8, top to bottom, heights summing to
+    `height`), compressing each as it comes: memory holds one strip, never the whole image."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
-                           + chunk(b"IEND", b""))
+    compressor, rows = zlib.compressobj(6), 0
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+        for strip in strips:
+            strip = np.ascontiguousarray(strip, dtype=np.uint8)
+            if strip.shape[1:] != (width, 3):
+                raise ValueError(f"a strip of {strip.shape} in a {width}-wide RGB image")
+            rows += len(strip)
+            data = compressor.compress(b"".join(b"\x00" + row.tobytes() for row in strip))
+            if data:
+                f.write(chunk(b"IDAT", data))
+        if rows != height:
+            raise ValueError(f"strips hold {rows} rows, the image {height}")
+        f.write(chunk(b"IDAT", compressor.flush()) + chunk(b"IEND", b""))

@@ -1,3 +1,4 @@
+import signal
 import subprocess
 import sys
 
@@ -25,6 +26,31 @@ def run_cli(*args, cwd=None):
     result = subprocess.run([sys.executable, "-m", "phenaki_cli", *map(str, args)], capture_output=True,
                             text=True, cwd=cwd, timeout=300)
     return result.returncode, result.stdout, result.stderr
+
+
+def run_here(capsys, *args):
+    """The CLI in this process (no interpreter start-up per call); returns (code, stdout, stderr)."""
+    from phenaki_cli.cli import main
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    argv, sys.argv = sys.argv, ["phenaki", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2 and "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and all(f in lines[0] for f in fragments), err
 
 
 def build_tiny_phenaki(prompts=("a red square", "a blue circle"), seed=0, **sampling):

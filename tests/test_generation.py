@@ -253,7 +253,7 @@ def test_generate_command_image_to_video_and_warnings(tiny_phenaki_dir, tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (["story", "{script}", "--steps", "0"], "steps must be at least 1"),
+    (["story", "{script}", "--steps", "0"], "--steps must be a number >= 1"),
     (["story", "{script}", "--prime-frames", "4"], "prime-frames must be 1 + 2·n, got 4"),
     (["story", "{bad}"], "bad.txt:2: bad duration '[3x]'"),
     (["story", "{script}", "--from", "{missing}"], "missing.mp4"),

@@ -19,36 +19,13 @@ from phenaki_cli.data.encode import encode_dataset
 from phenaki_cli.modeldir import load_tokenizer, read_config
 from phenaki_cli.train.checkpoint import STATE_FILE
 
+from conftest import one_error, run_here
+
 TINY = ["--preset", "tiny", "--batch-size", "2", "--frames", "5", "--preview-every", "0"]
-
-
-def run_here(capsys, *args):
-    """The CLI in this process (no interpreter start-up per call); returns (code, stdout, stderr)."""
-    from phenaki_cli.cli import main
-
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    argv, sys.argv = sys.argv, ["phenaki", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    finally:
-        sys.argv = argv
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def steps_of(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def one_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2 and "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and all(f in lines[0] for f in fragments), err
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +80,7 @@ def test_resume_takes_the_runs_settings_and_refuses_other_ones(tmp_path, capsys)
 def test_mistakes_in_training_options_are_one_line_and_write_nothing(tmp_path, capsys, folder, tiny_model_dir):
     cases = [
         (["train-tokenizer", "shapes", *TINY, "--batch-size", "0"], ["--batch-size must be at least 1"]),
-        (["train-tokenizer", "shapes", *TINY, "--lr", "nan"], ["--lr must be a positive number"]),
+        (["train-tokenizer", "shapes", *TINY, "--lr", "nan"], ["--lr must be a number > 0"]),
         (["train-tokenizer", "shapes", *TINY, "--threads", "-1"], ["--threads must be at least 0"]),
         # every clip shorter than --frames: nothing to learn from, so no model
         (["train-tokenizer", folder, *TINY, "--frames", "13"], [str(folder), "none of its 5 files", "13"]),

@@ -22,12 +22,12 @@ def tokenize(video: Path = typer.Argument(..., help="Video, image or folder of i
     import numpy as np
 
     from phenaki_cli.codec import Tokens, encode_frames, load_clip, save_tokens
-    from phenaki_cli.files import check_output
+    from phenaki_cli.files import Outputs
     from phenaki_cli.modeldir import load_tokenizer
 
     setup()
     check_precision(precision)
-    check_output(output, overwrite)
+    Outputs([output], overwrite, [video])
     tokenizer, config_hash = load_tokenizer(model)
     frames, fps, source_frames = load_clip(video, tokenizer, fps)
     grid = encode_frames(tokenizer, frames, precision)
@@ -53,31 +53,33 @@ def reconstruct(source: Path = typer.Argument(..., help="A video (encode → dec
 
     from phenaki_cli.codec import decode_grid, encode_frames, load_clip, load_tokens
     from phenaki_cli.eval.metrics import psnr, psnr_per_frame, ssim_per_frame
-    from phenaki_cli.files import check_output
+    from phenaki_cli.files import Outputs
     from phenaki_cli.modeldir import load_tokenizer
-    from phenaki_cli.video_io import write_video
+    from phenaki_cli.video_io import check_video_output, output_kind
 
     setup()
     check_precision(precision)
-    check_output(output, overwrite)
-    if compare is not None:
-        check_output(compare, overwrite)
+    if compare is not None and source.suffix.lower() == ".npz":
+        raise UserError("--compare needs a video input (a tokens file has no original frames)")
+    if compare is not None and compare.resolve() == output.resolve():
+        raise UserError(f"--compare {compare}: the same file as the output")
+    videos = [p for p in (compare, output) if p is not None]  # the reconstruction goes into place last
+    for path in videos:
+        check_video_output(path)
+    outputs = Outputs(videos, overwrite, [source], folders=[p for p in videos if output_kind(p) == "folder"])
     tokenizer, config_hash = load_tokenizer(model)
     if source.suffix.lower() == ".npz":
-        if compare is not None:
-            raise UserError("--compare needs a video input (a tokens file has no original frames)")
         tokens = load_tokens(source, config_hash)
         recon = decode_grid(tokenizer, tokens.grid, precision)
-        write_video(output, recon, tokens.fps)
+        _write_videos(outputs, {output: recon}, tokens.fps)
         info = {"output": str(output), "frames": len(recon)}
     else:
         frames, fps, source_frames = load_clip(source, tokenizer, fps)
         if not as_json:
             trim_note(quiet, len(frames), source_frames, tokenizer)
         recon = decode_grid(tokenizer, encode_frames(tokenizer, frames, precision), precision)
-        write_video(output, recon, fps)
-        if compare is not None:
-            write_video(compare, np.concatenate([frames, recon], axis=2), fps)
+        _write_videos(outputs, {output: recon, **({compare: np.concatenate([frames, recon], axis=2)}
+                                                  if compare is not None else {})}, fps)
         per_frame_psnr, per_frame_ssim = psnr_per_frame(frames, recon), ssim_per_frame(frames, recon)
         info = {"output": str(output), "frames": len(recon), "psnr": psnr(frames, recon),
                 "ssim": float(per_frame_ssim.mean())}
@@ -89,3 +91,15 @@ def reconstruct(source: Path = typer.Argument(..., help="A video (encode → dec
     else:
         scores = f": PSNR {info['psnr']:.2f} dB, SSIM {info['ssim']:.4f}" if "psnr" in info else ""
         say(quiet, f"wrote {output} ({info['frames']} frames){scores}")
+
+
+def _write_videos(outputs, videos: dict, fps: float) -> None:
+    """Write each video to its staged temporary; `outputs` puts them all in place, or none."""
+    from phenaki_cli.video_io import VideoWriter, check_video_output
+
+    with outputs.staged() as staged:
+        for path, frames in videos.items():
+            check_video_output(path, len(frames))  # a .png holds one frame
+            with VideoWriter(path, fps, staged_at=staged[path]) as writer:
+                writer.write(frames)
+

@@ -5,6 +5,7 @@ Imports no command module: the command modules import this, and `phenaki_cli.cli
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -16,6 +17,22 @@ from phenaki_cli.errors import UserError
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+def number(flag: str, low: float | None = None, high: float | None = None, above: bool = False):
+    """A typer callback: the option's value must be finite and within [low, high] (above low when
+    `above`); checked as it is parsed, before any work, with one line naming the option."""
+    def check(value):
+        if value is None:
+            return value
+        inside = math.isfinite(value) and (low is None or (value > low if above else value >= low)) and (
+            high is None or value <= high)
+        if not inside:
+            bounds = [f"{'>' if above else '>='} {low}" if low is not None else "",
+                      f"<= {high}" if high is not None else ""]
+            raise UserError(f"{flag} must be a number {' and '.join(b for b in bounds if b)}, got {value}")
+        return value
+    return check
+
+
 DEFAULT_MODEL = Path(os.environ.get("PHENAKI_MODEL", Path(__file__).resolve().parents[2] / "models" / "shapes-64"))
 ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model directory (default: the shipped Shapes World model).")
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
@@ -26,12 +43,18 @@ InferencePrecisionOption = typer.Option("fp32", "--precision", help="fp32, or bf
 
 # generation and sampling
 TextEncoderOption = typer.Option(None, "--text-encoder", help="T5 encoder directory or hub id (default: the model's own).")
-SeedOption = typer.Option(0, "--seed", help="Same seed, model and script give the same frames.")
-StepsOption = typer.Option(None, "--steps", help="MaskGIT decoding steps per window (default: the model's).")
-GuidanceOption = typer.Option(None, "--guidance", help="Classifier-free guidance scale (0 unconditional, 1 conditional).")
-TemperatureOption = typer.Option(None, "--temperature", help="Confidence noise, annealed to 0 over the steps.")
-PrimeOption = typer.Option(None, "--prime-frames", help="K frames re-encoded to start each later window (1 + t·m).")
-FpsOption = typer.Option(None, "--fps", help="Frame rate of the output and of scene durations (default: the model's).")
+SeedOption = typer.Option(0, "--seed", help="Same seed, model and script give the same frames.",
+                          callback=number("--seed", 0, 2 ** 64 - 1))
+StepsOption = typer.Option(None, "--steps", help="MaskGIT decoding steps per window (default: the model's).",
+                           callback=number("--steps", 1, 1000))
+GuidanceOption = typer.Option(None, "--guidance", help="Classifier-free guidance scale (0 unconditional, 1 conditional).",
+                              callback=number("--guidance", 0))
+TemperatureOption = typer.Option(None, "--temperature", help="Confidence noise, annealed to 0 over the steps.",
+                                 callback=number("--temperature", 0))
+PrimeOption = typer.Option(None, "--prime-frames", help="K frames re-encoded to start each later window (1 + t·m).",
+                           callback=number("--prime-frames", 1))
+FpsOption = typer.Option(None, "--fps", help="Frame rate of the output and of scene durations (default: the model's).",
+                         callback=number("--fps", 0, 240, above=True))
 StoryboardOption = typer.Option(False, "--storyboard", help="Also write NAME.storyboard.png, a captioned contact sheet.")
 
 # training
@@ -74,6 +97,16 @@ def trim_note(quiet: bool, used: int, total: int, tokenizer) -> None:
     if used < total:
         say(quiet, f"note: used the first {used} of {total} frames (the tokenizer takes 1 + "
                    f"{tokenizer.config.temporal_patch_size}·n)")
+
+
+def video_target(output: Path, overwrite: bool, *inputs: Path | None) -> None:
+    """A command's one video output, checked before any work: its format, --overwrite, and that it
+    is none of the command's inputs."""
+    from phenaki_cli.files import Outputs
+    from phenaki_cli.video_io import check_video_output
+
+    check_video_output(output)
+    Outputs([output], overwrite, inputs)
 
 
 def check_precision(name: str) -> None:

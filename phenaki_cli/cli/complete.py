@@ -15,7 +15,7 @@ import typer
 
 from phenaki_cli.cli.common import (GuidanceOption, JsonOption, ModelOption, OverwriteOption, QuietOption, SeedOption,
                                     StepsOption, TemperatureOption, TextEncoderOption, say, setup,
-                                    trim_note)
+                                    trim_note, video_target)
 from phenaki_cli.errors import UserError
 
 IterationsOption = typer.Option(None, "--iterations", help="Re-encode rounds when known frames or pixels come after "
@@ -86,9 +86,8 @@ def complete(video: Path = typer.Argument(..., help="The video whose frames are 
              as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Complete a video forward, backward or between its ends under a prompt; kept frames stay exact."""
     from phenaki_cli.completion import completion_frames, fill
-    from phenaki_cli.files import check_output
 
-    check_output(output, overwrite)
+    video_target(output, overwrite, video)
     phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
     total = _window_frames(phenaki, settings, frames)
     source, known = completion_frames(_read(video, phenaki, trim=False), mode, given, total)
@@ -111,10 +110,9 @@ def inpaint(video: Path = typer.Argument(..., help="The video to change inside a
             as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Regenerate a region of every frame (in- or outpainting); pixels outside it stay exact."""
     from phenaki_cli.completion import inpaint_window, parse_box, process_windows, region_mask
-    from phenaki_cli.files import check_output
     from phenaki_cli.video_io import read_video
 
-    check_output(output, overwrite)
+    video_target(output, overwrite, video, mask)
     if (box is None) == (mask is None):
         raise UserError("give the region as --box x0,y0,x1,y1 or --mask mask.png (one of them)")
     phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
@@ -144,9 +142,8 @@ def edit(video: Path = typer.Argument(..., help="The video to edit."),
          as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Edit a video by instruction, window by window with the previous window's last frames kept."""
     from phenaki_cli.completion import edit_window, process_windows
-    from phenaki_cli.files import check_output
 
-    check_output(output, overwrite)
+    video_target(output, overwrite, video)
     if not 0 < strength <= 1:
         raise UserError(f"--strength must lie in (0, 1], got {strength:g}")
     phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
@@ -163,6 +160,7 @@ def generate_between(prompt: str, output: Path, start: Optional[Path], end: Path
     from phenaki_cli.completion import fill
     from phenaki_cli.video_io import read_video
 
+    video_target(output, True, start, end)  # --overwrite was checked by `generate`
     phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
     t = phenaki.tokenizer.config.temporal_patch_size
     total = _window_frames(phenaki, settings, 1 + max(1, round((seconds * phenaki.fps - 1) / t)) * t)

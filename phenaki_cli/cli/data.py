@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from phenaki_cli.cli.common import (DeviceOption, OverwriteOption, QuietOption, WorkersOption, say, scene_bounds,
-                                    setup, work_progress)
+from phenaki_cli.cli.common import (DeviceOption, OverwriteOption, QuietOption, WorkersOption, number, say,
+                                    scene_bounds, setup, work_progress)
 from phenaki_cli.errors import UserError
 
 
@@ -17,7 +17,7 @@ def data_shapes(count: int = typer.Option(..., "-n", help="Number of videos."),
                 output: Path = typer.Option(..., "--output", "-o", help="Dataset folder to write."),
                 split: str = typer.Option("train", help="train | val | test | heldout"),
                 scenes: str = typer.Option("1", help="Scenes per video: N or MIN-MAX (e.g. 2-6)."),
-                frames_per_scene: int = typer.Option(16), size: int = typer.Option(64), fps: float = typer.Option(8.0),
+                frames_per_scene: int = typer.Option(16), size: int = typer.Option(64), fps: float = typer.Option(8.0, callback=number("--fps", 0, 240, above=True)),
                 overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
     """Write a Shapes World dataset: mp4 files + captions.jsonl (the format of user datasets)."""
     from phenaki_cli.data.datasets import write_shapes_dataset
@@ -36,22 +36,25 @@ def data_shapes(count: int = typer.Option(..., "-n", help="Number of videos."),
 
 def data_render(script: Path = typer.Argument(..., help="A Shapes World story script."),
                 output: Path = typer.Option(..., "--output", "-o", help="Video to write (+ sidecar .json)."),
-                size: int = typer.Option(64), fps: float = typer.Option(8.0), seed: int = typer.Option(0),
+                size: int = typer.Option(64), fps: float = typer.Option(8.0, callback=number("--fps", 0, 240, above=True)), seed: int = typer.Option(0, callback=number("--seed", 0, 2 ** 64 - 1)),
                 overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
     """Render a Shapes World story exactly (ground truth), with a sidecar JSON of its scenes."""
     from phenaki_cli.data.shapes_world import parse_captions, render_story
-    from phenaki_cli.files import check_output, write_text_atomic
+    from phenaki_cli.jobs import video_outputs
     from phenaki_cli.story import load_story, sidecar_path
-    from phenaki_cli.video_io import write_video
+    from phenaki_cli.video_io import VideoWriter, check_video_output
 
-    check_output(output, overwrite)
+    outputs = video_outputs(output, False, overwrite, inputs=[script])
     story = load_story(script, fps)
     captions = parse_captions([s.prompt for s in story.scenes], [f"{script}:{s.line}" for s in story.scenes])
     rendering = render_story(captions, [s.frames for s in story.scenes], size=size, seed=seed)
-    write_video(output, rendering.frames, fps)
+    check_video_output(output, len(rendering.frames))
     sidecar = {"fps": fps, "seed": seed, "source": str(script), "scenes": [
         {"prompt": s.prompt, "start": a, "end": b} for s, (a, b) in zip(story.scenes, rendering.scene_ranges)]}
-    write_text_atomic(sidecar_path(output), json.dumps(sidecar, indent=2) + "\n")
+    with outputs.staged() as staged:  # the video and its sidecar, together
+        with VideoWriter(output, fps, staged_at=staged[output]) as writer:
+            writer.write(rendering.frames)
+        staged[sidecar_path(output)].write_text(json.dumps(sidecar, indent=2) + "\n")
     say(quiet, f"wrote {output} ({len(rendering.frames)} frames, {len(story.scenes)} scenes)")
 
 
@@ -65,19 +68,19 @@ def data_encode(
         prime_frames: int = typer.Option(5, "--prime-frames", help="Shapes World: frames given in continuation clips."),
         clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
         images: bool = typer.Option(False, "--images", help="DATA is an image folder (LAION-style img + txt)."),
-        fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
+        fps: float = typer.Option(8.0, help="Frame rate clips are sampled at.", callback=number("--fps", 0, 240, above=True)),
         shard_size: int = typer.Option(4096, "--shard-size", help="Clips per shard file."),
-        seed: int = typer.Option(0), workers: int = WorkersOption, device: Optional[str] = DeviceOption,
+        seed: int = typer.Option(0, callback=number("--seed", 0, 2 ** 64 - 1)), workers: int = WorkersOption, device: Optional[str] = DeviceOption,
         overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
     """Pre-tokenize a dataset into shards (video tokens + T5 embeddings) for `phenaki train`."""
     from phenaki_cli.data.encode import encode_dataset
-    from phenaki_cli.files import check_output
+    from phenaki_cli.files import Outputs
     from phenaki_cli.modeldir import load_tokenizer
     from phenaki_cli.text import TextEncoder
     from phenaki_cli.train.distributed import Distributed
 
     setup()
-    check_output(output, overwrite)
+    Outputs([output], overwrite, [tokenizer, None if data == "shapes" else data])
     if shard_size < 1:
         raise UserError(f"--shard-size must be at least 1, got {shard_size}")
     tok, _ = load_tokenizer(tokenizer)

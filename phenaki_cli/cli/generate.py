@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from phenaki_cli.cli.common import (FpsOption, GuidanceOption, JsonOption, ModelOption, OverwriteOption, PrimeOption,
-                                    QuietOption, SeedOption, StepsOption, StoryboardOption, TemperatureOption,
-                                    TextEncoderOption, err, say, setup)
+from phenaki_cli.cli.common import (FpsOption, GuidanceOption, InferencePrecisionOption, JsonOption, ModelOption,
+                                    OverwriteOption, PrimeOption, QuietOption, SeedOption, StepsOption,
+                                    StoryboardOption, TemperatureOption, TextEncoderOption, check_precision, err,
+                                    say, setup)
 from phenaki_cli.errors import UserError
 
 
@@ -28,14 +30,32 @@ def _warn_unknown_words(text_encoder, scenes, where: str) -> None:
     for line, words in by_line.items():
         place = f"{where}:{line}" if line else where
         more = max(counts[w] for w in words) - 1
-        err.print(f"[yellow]warning:[/yellow] {place}: the text encoder does not know "
-                  + ", ".join(repr(w) for w in words) + (f" (used in {more} more scenes)" if more else ""),
-                  highlight=False)
+        _warn(f"{place}: the text encoder does not know " + ", ".join(repr(w) for w in words)
+              + (f" (used in {more} more scenes)" if more else ""))
 
 
-def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[str], seed: int, steps, guidance,
+def _warn_long_prompts(text_encoder, scenes, where: str) -> None:
+    """Say so when a prompt is longer than the text encoder reads (it keeps the first tokens)."""
+    told = set()
+    for scene in scenes:
+        if scene.prompt in told:
+            continue
+        told.add(scene.prompt)
+        length = text_encoder.token_count(scene.prompt)
+        if length > text_encoder.max_length:
+            place = f"{where}:{scene.line}" if scene.line else where
+            _warn(f"{place}: the prompt is {length} tokens; the text encoder reads the first "
+                  f"{text_encoder.max_length}")
+
+
+def _warn(message: str) -> None:
+    from rich.text import Text
+    err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)  # user text: no markup
+
+
+def _generate_video(scenes, outputs, model: Path, text_encoder: Optional[str], seed: int, steps, guidance,
                     temperature, prime_frames, fps: Optional[float], start: Optional[Path], start_is_image: bool,
-                    storyboard: bool, as_json: bool, quiet: bool, where: str) -> None:
+                    as_json: bool, quiet: bool, where: str, precision: str) -> None:
     """What `story` and `generate` share: load, warn about unknown words, generate with progress, report."""
     import time
 
@@ -53,6 +73,7 @@ def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[st
     fps = fps or phenaki.fps
     scenes = scenes(fps)
     _warn_unknown_words(phenaki.text_encoder, scenes, where)
+    _warn_long_prompts(phenaki.text_encoder, scenes, where)
     start_frames, source = None, None
     if start is not None:
         size = phenaki.tokenizer.config.image_size
@@ -60,17 +81,27 @@ def _generate_video(scenes, output: Path, model: Path, text_encoder: Optional[st
         start_frames = video.frames[:1] if start_is_image else video.frames
         source = {"path": str(start), "kind": "image" if start_is_image else "video"}
     plan = phenaki.plan([s.frames for s in scenes], settings, 0 if start_frames is None else len(start_frames))
+    # one bar for the whole story (a bar per scene costs time quadratic in the scenes)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=quiet or as_json) as progress:
-        tasks = [progress.add_task(f"scene {i + 1}: {s.prompt[:48]}", total=settings.steps * sum(
-            w.scene == i for w in plan)) for i, s in enumerate(scenes)]
-        sidecar = render_video(phenaki, scenes, output, settings, seed, fps, start_frames, source, storyboard,
-                               on_step=lambda window, step: progress.advance(tasks[window.scene]))
+        task = progress.add_task("", total=settings.steps * len(plan))
+        shown = [-1]
+
+        def on_step(window, step: int) -> None:
+            if window.scene != shown[0]:
+                shown[0] = window.scene
+                prompt = scenes[window.scene].prompt
+                progress.update(task, description=f"scene {window.scene + 1}/{len(scenes)}: {prompt[:48]}")
+            progress.advance(task)
+
+        sidecar = render_video(phenaki, scenes, outputs, settings, seed, fps, start_frames, source, on_step=on_step,
+                               precision=precision)
     sidecar["timings"]["load_seconds"] = round(load_seconds, 3)
+    output = outputs.paths[-1]
     if as_json:
         print(json.dumps({"output": str(output), **sidecar}))
         return
-    extra = f" and {storyboard_path(output)}" if storyboard else ""
+    extra = f" and {storyboard_path(output)}" if "storyboard" in sidecar else ""
     say(quiet, f"wrote {output} ({sidecar['frames']} frames, {len(scenes)} scene(s), "
                 f"{sidecar['timings']['seconds']:.1f} s){extra}")
 
@@ -82,13 +113,14 @@ def story(script: Path = typer.Argument(..., help="Story script: one scene promp
           temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
           fps: Optional[float] = FpsOption,
           start: Optional[Path] = typer.Option(None, "--from", help="Continue this video (it heads the output)."),
-          storyboard: bool = StoryboardOption, overwrite: bool = OverwriteOption, as_json: bool = JsonOption,
-          quiet: bool = QuietOption):
+          storyboard: bool = StoryboardOption, precision: str = InferencePrecisionOption,
+          overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Turn a story script into one continuous video, scene after scene."""
-    from phenaki_cli.files import check_output
+    from phenaki_cli.jobs import video_outputs
     from phenaki_cli.story import load_story
 
-    check_output(output, overwrite)
+    outputs = video_outputs(output, storyboard, overwrite, inputs=[script, start])
+    check_precision(precision)
     if not script.is_file():
         raise UserError(f"{script}: story script not found")
 
@@ -96,8 +128,8 @@ def story(script: Path = typer.Argument(..., help="Story script: one scene promp
         return load_story(script, fps).scenes
 
     scenes(8.0)  # parse errors before loading the model
-    _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
-                    start, False, storyboard, as_json, quiet, str(script))
+    _generate_video(scenes, outputs, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
+                    start, False, as_json, quiet, str(script), precision)
 
 
 def generate(prompt: str = typer.Argument(..., help="What happens in the scene."),
@@ -109,20 +141,23 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
              steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
              temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
              fps: Optional[float] = FpsOption, storyboard: bool = StoryboardOption,
-                overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
+             precision: str = InferencePrecisionOption, overwrite: bool = OverwriteOption,
+             as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Generate one scene from a prompt (from a start image with --image)."""
     from phenaki_cli.files import check_output
-    from phenaki_cli.story import Scene
+    from phenaki_cli.jobs import video_outputs
+    from phenaki_cli.story import MAX_SCENE_SECONDS, Scene
 
-    check_output(output, overwrite)
+    check_precision(precision)
     if not prompt.strip():
         raise UserError("the prompt is empty")
-    if seconds <= 0:
-        raise UserError(f"--seconds must be positive, got {seconds:g}")
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_SCENE_SECONDS):
+        raise UserError(f"--seconds must be a positive number up to {MAX_SCENE_SECONDS:g}, got {seconds:g}")
 
     if image_end is not None:
         if storyboard or prime_frames is not None or fps is not None:
             raise UserError("--image-end makes one window at the model's fps: drop --storyboard, --prime-frames, --fps")
+        check_output(output, overwrite)
         from phenaki_cli.cli.complete import generate_between
         return generate_between(prompt.strip(), output, image, image_end, seconds, model, text_encoder, seed, steps,
                                 guidance, temperature, as_json, quiet)
@@ -130,5 +165,6 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
     def scenes(fps: float):
         return [Scene(prompt.strip(), max(1, round(seconds * fps)))]
 
-    _generate_video(scenes, output, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
-                    image, True, storyboard, as_json, quiet, "prompt")
+    outputs = video_outputs(output, storyboard, overwrite, inputs=[image])
+    _generate_video(scenes, outputs, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
+                    image, True, as_json, quiet, "prompt", precision)

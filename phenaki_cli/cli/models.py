@@ -55,7 +55,7 @@ def info(model: Path = ModelOption, as_json: bool = JsonOption):
         print(json.dumps(details))
     else:
         for line in lines:
-            out.print(line, highlight=False)
+            out.print(line, highlight=False, markup=False)
 
 
 def export_command(source: Path = typer.Argument(..., help="A training folder (or any full model directory)."),
@@ -70,11 +70,11 @@ def export_command(source: Path = typer.Argument(..., help="A training folder (o
     import torch
 
     from phenaki_cli.data.tokens import tokenizer_fingerprint
-    from phenaki_cli.files import check_output
+    from phenaki_cli.files import Outputs
     from phenaki_cli.modeldir import load_tokenizer
     from phenaki_cli.pipeline import Phenaki
 
-    check_output(output, overwrite)
+    Outputs([output], overwrite, [source, tokenizer, card])
     if card is not None and not card.is_file():
         raise UserError(f"{card}: model card not found")
     model = Phenaki.from_pretrained(source)

@@ -16,7 +16,7 @@ import typer
 from phenaki_cli.cli.common import (AccumulateOption, CpuMinutesOption, DeviceOption, EmaOption, KeepOption,
                                     LogEveryOption, PrecisionOption, PreviewOption, QuietOption, ResumeOption,
                                     StepLog, StrategyOption, TensorboardOption, ThreadsOption, UntilStepOption,
-                                    WorkersOption, say, setup, work_progress)
+                                    WorkersOption, number, say, setup, work_progress)
 from phenaki_cli.cli.runs import DERIVED_FIELDS, fixed_by, given, interrupted, resumed, same_design
 from phenaki_cli.errors import UserError
 
@@ -71,8 +71,8 @@ def train_tokenizer_command(
         config: Optional[Path] = typer.Option(None, help="A JSON file of tokenizer config fields that override the "
                                               "preset's (e.g. dim, codebook_size)."),
         steps: int = typer.Option(2000), batch_size: int = typer.Option(8, help="Clips per micro-batch per process."),
-        frames: int = typer.Option(17), fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
-        lr: float = typer.Option(3e-4), save_every: int = typer.Option(250), seed: int = typer.Option(0),
+        frames: int = typer.Option(17), fps: float = typer.Option(8.0, help="Frame rate clips are sampled at.", callback=number("--fps", 0, 240, above=True)),
+        lr: float = typer.Option(3e-4, callback=number("--lr", 0, above=True)), save_every: int = typer.Option(250), seed: int = typer.Option(0, callback=number("--seed", 0, 2 ** 64 - 1)),
         workers: int = WorkersOption, accumulate: int = AccumulateOption, ema: float = EmaOption,
         keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
         strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,
@@ -244,9 +244,9 @@ def train_command(
         clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
         frames: int = typer.Option(17, help="Frames per clip: one window (1 + t·n)."),
         prime_frames: int = typer.Option(5, "--prime-frames", help="Frames given at the start of continuation clips."),
-        fps: float = typer.Option(8.0, help="Frame rate clips are sampled at."),
+        fps: float = typer.Option(8.0, help="Frame rate clips are sampled at.", callback=number("--fps", 0, 240, above=True)),
         steps: int = typer.Option(5000), batch_size: int = typer.Option(16, help="Clips per micro-batch per process."),
-        lr: float = typer.Option(3e-4), save_every: int = typer.Option(250), seed: int = typer.Option(0),
+        lr: float = typer.Option(3e-4, callback=number("--lr", 0, above=True)), save_every: int = typer.Option(250), seed: int = typer.Option(0, callback=number("--seed", 0, 2 ** 64 - 1)),
         workers: int = WorkersOption, accumulate: int = AccumulateOption, ema: float = EmaOption,
         keep_last: int = KeepOption, preview_every: int = PreviewOption, precision: str = PrecisionOption,
         strategy: str = StrategyOption, tensorboard: Optional[Path] = TensorboardOption,

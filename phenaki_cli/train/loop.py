@@ -17,6 +17,7 @@ Weights the objective holds beside the model (a discriminator) go to the trainin
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -30,7 +31,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from phenaki_cli.errors import UserError
-from phenaki_cli.runtime import AUTO, PRECISIONS, precision_scope, raise_if_interrupted, resolve_precision
+from phenaki_cli.runtime import (AUTO, PRECISIONS, interrupted, interrupts_at_safe_points, precision_scope,
+                                 resolve_precision)
 from phenaki_cli.train.checkpoint import PREVIEWS_DIR, load_checkpoint, save_checkpoint
 from phenaki_cli.train.distributed import STRATEGIES, Distributed, no_sync, wrap
 
@@ -237,63 +239,68 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
     if settings.cpu_minutes and _cpu_budget_spent(log, settings, where):  # resumed, its CPU time used already
         first_step = settings.steps + 1
     last_step = min(settings.steps, settings.until_step or settings.steps)
+    # several processes stop together, at the end of a step (runtime.interrupts_at_safe_points)
+    safe_points = interrupts_at_safe_points() if where.active else contextlib.nullcontext()
     try:
-        for step in range(first_step, last_step + 1):
-            optimizer.zero_grad(set_to_none=True)
-            micro_metrics = []
-            learned = False
-            for micro, part in enumerate(parts):
-                batch = load_batch(step, part)
-                if batch is None and not where.active:
-                    micro_metrics.append({})
-                    continue
-                last = micro == len(parts) - 1
-                with no_sync(wrapped, last), precision_scope(where.device, precision):
-                    # a process with nothing to learn still joins the gradient all-reduce, with zeros
-                    loss, metrics = wrapped(batch)
-                micro_metrics.append(metrics)
-                if batch is not None:
-                    learned = True
-                scaled = loss / settings.accumulate
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            metrics = where.mean(_mean_metrics(micro_metrics), objective.metric_names)
-            if where.agree(learned):
-                done["learned"] = True
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-            with warnings.catch_warnings():
-                # a step with nothing to learn (every file unreadable) still advances the schedule
-                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
-                scheduler.step()
-            row = {"step": step, **metrics, **(extra_metrics() if extra_metrics else {}),
-                   "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
-                   "cpu_seconds": cpu_before + time.process_time()}
-            log.append(row)
-            passed = stop = False
-            if settings.cpu_minutes:  # a mark passed at this step: a checkpoint; the last one ends the run
-                before = log[-2]["cpu_seconds"] if len(log) > 1 else 0.0
-                passed = where.agree(any(before < 60 * m <= row["cpu_seconds"] for m in settings.cpu_minutes))
-                stop = _cpu_budget_spent(log, settings, where)
-            if board is not None:
-                for key, value in row.items():
-                    if isinstance(value, (int, float)) and key != "step":
-                        board.add_scalar(f"train/{key}", value, step)
-            done["step"] = step
-            if step % settings.save_every == 0 or step == last_step or passed or stop:
-                save(step)
-            if on_step is not None and where.is_main:
-                on_step(step, row)
-            raise_if_interrupted()
-            if stop:
-                break
+        with safe_points:
+            for step in range(first_step, last_step + 1):
+                optimizer.zero_grad(set_to_none=True)
+                micro_metrics = []
+                learned = False
+                for micro, part in enumerate(parts):
+                    batch = load_batch(step, part)
+                    if batch is None and not where.active:
+                        micro_metrics.append({})
+                        continue
+                    last = micro == len(parts) - 1
+                    with no_sync(wrapped, last), precision_scope(where.device, precision):
+                        # a process with nothing to learn still joins the gradient all-reduce, with zeros
+                        loss, metrics = wrapped(batch)
+                    micro_metrics.append(metrics)
+                    if batch is not None:
+                        learned = True
+                    scaled = loss / settings.accumulate
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                metrics = where.mean(_mean_metrics(micro_metrics), objective.metric_names)
+                if where.agree(learned):
+                    done["learned"] = True
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
+                with warnings.catch_warnings():
+                    # a step with nothing to learn (every file unreadable) still advances the schedule
+                    warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
+                    scheduler.step()
+                row = {"step": step, **metrics, **(extra_metrics() if extra_metrics else {}),
+                       "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
+                       "cpu_seconds": cpu_before + time.process_time()}
+                log.append(row)
+                passed = stop = False
+                if settings.cpu_minutes:  # a mark passed at this step: a checkpoint; the last one ends the run
+                    before = log[-2]["cpu_seconds"] if len(log) > 1 else 0.0
+                    passed = where.agree(any(before < 60 * m <= row["cpu_seconds"] for m in settings.cpu_minutes))
+                    stop = _cpu_budget_spent(log, settings, where)
+                if board is not None:
+                    for key, value in row.items():
+                        if isinstance(value, (int, float)) and key != "step":
+                            board.add_scalar(f"train/{key}", value, step)
+                done["step"] = step
+                if step % settings.save_every == 0 or step == last_step or passed or stop:
+                    save(step)
+                if on_step is not None and where.is_main:
+                    on_step(step, row)
+                # one process's Ctrl-C stops them all here (each sees its own signal too)
+                if where.agree(interrupted()) if where.active else interrupted():
+                    raise KeyboardInterrupt
+                if stop:
+                    break
     except KeyboardInterrupt:
         raise TrainingInterrupted(done["step"], done["saved"]) from None
     if board is not None:

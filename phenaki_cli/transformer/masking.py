@@ -36,7 +36,7 @@ class TaskMix:
 
     def validate(self) -> None:
         shares = [self.predict, self.rewind, self.infill, self.box]
-        if any(s < 0 for s in shares) or sum(shares) > 1:
+        if not all(0 <= s <= 1 for s in shares) or not sum(shares) <= 1:  # nan fails these too
             raise ValueError(f"task shares must be >= 0 and sum to at most 1, got {shares}")
 
     def draw(self, count: int, generator: torch.Generator | None) -> list[str]:
