@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text  # user text (clauses, file names) is shown as is, never read as markup
 
 from phenaki_cli.cli.common import (GuidanceOption, JsonOption, ModelOption, QuietOption, SeedOption, StepsOption,
                                     TemperatureOption, err, out, scene_bounds, setup)
@@ -53,16 +54,16 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
     if suite is None:
         table = Table("scene", "clause", "present", "action", "detail")
         for c in results[0].report.clauses:
-            table.add_row(str(c.scene + 1), c.clause, "yes" if c.present else "[red]no",
-                          "yes" if c.action_ok else "[red]no", c.detail)
+            table.add_row(str(c.scene + 1), Text(c.clause), "yes" if c.present else "[red]no",
+                          "yes" if c.action_ok else "[red]no", Text(c.detail))
         for b in results[0].report.boundaries:
-            table.add_row(f"{b.boundary + 1}|{b.boundary + 2}", f"continuity: {b.object}", "", "yes" if b.ok else "[red]no",
-                          b.detail)
+            table.add_row(f"{b.boundary + 1}|{b.boundary + 2}", Text(f"continuity: {b.object}"), "",
+                          "yes" if b.ok else "[red]no", Text(b.detail))
     else:
         table = Table("video", "clauses", "prompt accuracy", "continuity")
         for r in results:
             cont = r.report.continuity
-            table.add_row(r.video.name, str(len(r.report.clauses)), f"{r.report.prompt_accuracy:.3f}",
+            table.add_row(Text(r.video.name), str(len(r.report.clauses)), f"{r.report.prompt_accuracy:.3f}",
                           "n/a" if cont is None else f"{cont:.3f}")
     out.print(table)
     cont = summary["continuity"]
