@@ -56,8 +56,9 @@ class Outputs:
                  inputs: Iterable[str | os.PathLike | None] = (), folders: Iterable[str | os.PathLike] = ()):
         self.paths = [Path(p) for p in paths]
         self.folders = {Path(p) for p in folders}
+        sources = [Path(i) for i in inputs if i is not None]
         for path in self.paths:
-            for source in (Path(i) for i in inputs if i is not None):
+            for source in sources:
                 if _same_file(path, source):
                     raise UserError(f"{path}: is also an input of this command; write the output elsewhere")
             check_output(path, overwrite)
@@ -102,9 +103,10 @@ def _temporary(path: Path, directory: bool) -> Path:
 def _flush(tmp: Path) -> None:
     """Everything written under `tmp` on the disk (so a rename never exposes a file the disk has not
     got), with the usual modes (some writers, safetensors', make 0600 files)."""
-    usual_modes(tmp)
+    mask = _umask()
     for item in [tmp, *(tmp.rglob("*") if tmp.is_dir() else ())]:
         if item.is_file() or item.is_dir():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
             fd = os.open(item, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -144,12 +146,9 @@ def _replace_all(staging: dict[Path, Path]) -> None:
             _sync_folder(next(iter(staging)).parent)
         except BaseException:
             for path, old in reversed(moved):
+                _remove(path)  # the new one, if it got there
                 if old is not None:
-                    if path.exists() and path != old:
-                        _remove(path)
                     os.replace(old, path)
-                elif path.exists():
-                    _remove(path)
             raise
         for _, old in moved:
             if old is not None:
@@ -193,8 +192,13 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
 def usual_modes(path: Path) -> None:
     """Give `path` (and, for a folder, everything in it) the mode a plain `open` or `mkdir` would:
     0666 / 0777 less the user's umask, as any other tool's output gets."""
-    umask = os.umask(0)
-    os.umask(umask)
+    mask = _umask()
     for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
         if not item.is_symlink():
-            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading it means setting it: put it straight back
+    os.umask(mask)
+    return mask

@@ -201,7 +201,6 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
     def save(step: int) -> None:
         if not done["learned"]:  # not one optimizer step: a model written now would be untrained
             raise UserError(nothing_learned)
-        done["saved"] = step
         # collective under FSDP: every process takes part, the main one writes
         weights, optimizer_state = get_state_dict(wrapped, optimizer, options=full)
         if not where.is_main:
@@ -228,6 +227,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
 
         save_checkpoint(out, sections(weights), state, step, log, settings, extra=extra, write_files=files,
                         keep_last=settings.keep_last)
+        done["saved"] = step  # only now: a Ctrl-C during the write leaves the previous checkpoint
         where.barrier()
 
     parts = where.parts(settings.accumulate)
