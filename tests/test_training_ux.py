@@ -232,6 +232,34 @@ def test_log_lines_in_a_file_and_ctrl_c_says_what_was_kept(tmp_path):
     assert saved % 3 == 0
 
 
+def test_a_ctrl_c_during_a_checkpoint_write_waits_for_it(tmp_path, monkeypatch):
+    """A signal that lands while a checkpoint is written (the final renames hold it back until they
+    are done) stops the run after the write, and the step it names is the one now on disk."""
+    import phenaki_cli.runtime as runtime
+    import phenaki_cli.train.loop as loop
+    from phenaki_cli.config import TOKENIZER_PRESETS
+    from phenaki_cli.train.tokenizer import TrainSettings, train_tokenizer
+
+    write = loop.save_checkpoint
+
+    def write_then_signal(out, sections, state, step, *args, **kwargs):
+        write(out, sections, state, step, *args, **kwargs)
+        if step == 3:  # as when the held signal is delivered on leaving the renames
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop, "save_checkpoint", write_then_signal)
+    monkeypatch.setattr(runtime, "_interrupted", False)  # put back afterwards: the flag is process-wide
+    previous = signal.signal(signal.SIGINT, runtime.on_interrupt)  # the CLI's handler
+    try:
+        with pytest.raises(loop.TrainingInterrupted) as stopped:
+            train_tokenizer("shapes", tmp_path / "tok", TOKENIZER_PRESETS["tiny"],
+                            TrainSettings(steps=9, batch_size=2, frames=5, save_every=3, preview_every=0))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (stopped.value.step, stopped.value.saved) == (3, 3)
+    assert steps_of(tmp_path / "tok") == [1, 2, 3]
+
+
 def test_an_offline_hub_id_fails_at_once(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, _, err = run_here(capsys, "generate", "a red circle", "-o", tmp_path / "g.mp4", "--text-encoder", "t5-small")

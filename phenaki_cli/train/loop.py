@@ -32,7 +32,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from phenaki_cli.errors import UserError
 from phenaki_cli.runtime import (AUTO, PRECISIONS, interrupted, interrupts_at_safe_points, precision_scope,
-                                 resolve_precision)
+                                 raise_if_interrupted, resolve_precision)
 from phenaki_cli.train.checkpoint import PREVIEWS_DIR, load_checkpoint, save_checkpoint
 from phenaki_cli.train.distributed import STRATEGIES, Distributed, no_sync, wrap
 
@@ -225,9 +225,14 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
                 (folder / PREVIEWS_DIR).mkdir(exist_ok=True)
                 preview(weights, folder / PREVIEWS_DIR, step)
 
-        save_checkpoint(out, sections(weights), state, step, log, settings, extra=extra, write_files=files,
-                        keep_last=settings.keep_last)
-        done["saved"] = step  # only now: a Ctrl-C during the write leaves the previous checkpoint
+        # a Ctrl-C during the write waits for it (then names this checkpoint): one that arrived
+        # while the renames held it back would otherwise land after them, before the mark below
+        with interrupts_at_safe_points():
+            save_checkpoint(out, sections(weights), state, step, log, settings, extra=extra, write_files=files,
+                            keep_last=settings.keep_last)
+            done["saved"] = step
+        if not where.active:  # several processes leave together at the step's end instead
+            raise_if_interrupted()
         where.barrier()
 
     parts = where.parts(settings.accumulate)
