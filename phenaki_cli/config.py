@@ -115,21 +115,34 @@ class TransformerConfig:
     # "absolute": learned (t, row, col) tables summed into the input; "rotary": axial rotary
     # angles on queries and keys, so attention depends on offsets only (one rule everywhere)
     positions: str = "absolute"
+    # tokens per side of the square group that is one position inside the transformer: with 2, a
+    # 16×16 token grid (4×4-pixel patches) costs what an 8×8 one does; each group's tokens are
+    # embedded together and predicted from that position by their own output slice
+    token_group: int = 1
 
     def validate(self) -> None:
-        for name in ["vocab_size", "grid_size", "max_time_steps", "dim", "depth", "heads", "dim_head", "text_dim"]:
+        for name in ["vocab_size", "grid_size", "max_time_steps", "dim", "depth", "heads", "dim_head", "text_dim",
+                     "token_group"]:
             if getattr(self, name) <= 0:
                 raise UserError(f"transformer config: {name} must be positive, got {getattr(self, name)}")
         for name, allowed in (("attention", TRANSFORMER_ATTENTION), ("positions", TRANSFORMER_POSITIONS)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"transformer config: {name} must be one of {', '.join(allowed)}, "
                                 f"got {getattr(self, name)!r}")
+        if self.grid_size % self.token_group:
+            raise UserError(f"transformer config: token_group {self.token_group} does not divide the "
+                            f"{self.grid_size}×{self.grid_size} token grid")
         if self.positions == "rotary" and self.dim_head % 2:
             raise UserError(f"transformer config: rotary positions need an even dim_head, got {self.dim_head}")
 
     @property
     def mask_id(self) -> int:
         return self.vocab_size
+
+    @property
+    def position_grid(self) -> int:
+        """Positions per side of one time step inside the transformer."""
+        return self.grid_size // self.token_group
 
 
 @dataclass

@@ -67,10 +67,12 @@ def test_rotary_attention_depends_on_offsets_only():
     assert not torch.allclose(score((1, 2, 3), (2, 1, 5)), reference, atol=1e-3)
 
 
-@pytest.mark.parametrize("attention_kind,positions", [("full", "rotary"), ("factorized", "absolute"),
-                                                      ("factorized", "rotary")])
-def test_transformer_designs_run_and_learn(attention_kind, positions):
-    config = dataclasses.replace(TRANSFORMER_PRESETS["tiny"], attention=attention_kind, positions=positions)
+@pytest.mark.parametrize("attention_kind,positions,group", [("full", "rotary", 1), ("factorized", "absolute", 1),
+                                                            ("factorized", "rotary", 1), ("factorized", "rotary", 2),
+                                                            ("full", "absolute", 2)])
+def test_transformer_designs_run_and_learn(attention_kind, positions, group):
+    config = dataclasses.replace(TRANSFORMER_PRESETS["tiny"], attention=attention_kind, positions=positions,
+                                 token_group=group)
     torch.manual_seed(0)
     model = MaskGIT(config)
     assert hasattr(model, "time_position") == (positions == "absolute")
@@ -78,6 +80,8 @@ def test_transformer_designs_run_and_learn(attention_kind, positions):
     text, text_mask = torch.randn(2, 5, config.text_dim), torch.ones(2, 5, dtype=torch.bool)
     logits = model(tokens, model.prepare(text, text_mask, 3))
     assert logits.shape == (2, 3, 4, 4, config.vocab_size)
+    only = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.3  # training's masked-only path
+    torch.testing.assert_close(model(tokens, model.prepare(text, text_mask, 3), only=only), logits[only])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
 
     def loss(seed):
@@ -113,6 +117,29 @@ def test_factorized_rotary_transformer_is_the_same_at_every_place():
 def test_bad_transformer_design_names_the_field(field, value):
     with pytest.raises(UserError, match=f"{field} must be one of"):
         TransformerConfig(**{field: value}).validate()
+
+
+def test_token_groups_are_positions_of_the_token_grid():
+    """token_group 2: each 2×2 square of tokens is one position. A token changed inside a square changes
+    the logits of that square's four tokens (they share a position) once the blocks add nothing (no
+    mixing of positions); a grid the group does not divide is refused, naming both."""
+    config = dataclasses.replace(TRANSFORMER_PRESETS["tiny"], token_group=2)
+    torch.manual_seed(0)
+    model = MaskGIT(config).eval()
+    for name, parameter in model.blocks.named_parameters():
+        if ".to_out." in name or name.split(".")[1:3] == ["ff", "2"]:  # each residual branch's last layer
+            torch.nn.init.zeros_(parameter)
+    tokens = torch.randint(0, config.vocab_size, (1, 1, 4, 4))
+    changed = tokens.clone()
+    changed[0, 0, 2, 1] = (changed[0, 0, 2, 1] + 1) % config.vocab_size
+    context = model.prepare(torch.randn(1, 5, config.text_dim), None, 1)
+    with torch.no_grad():
+        moved = (model(tokens, context) - model(changed, context)).abs().amax(-1)[0, 0] > 0
+    square = torch.zeros(4, 4, dtype=torch.bool)
+    square[2:, :2] = True
+    assert torch.equal(moved, square)
+    with pytest.raises(UserError, match="token_group 3 does not divide the 4×4 token grid"):
+        dataclasses.replace(config, token_group=3).validate()
 
 
 def test_precision_from_the_machine():

@@ -54,7 +54,10 @@ class RefineHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        return rearrange(self.net(rearrange(x, "b f c h w -> (b f) c h w")), "(b f) c h w -> b f c h w", b=b)
+        # channels-last: oneDNN's convolutions take about 2/3 of the time that way (bf16, forward +
+        # backward at 64×64, measured), and the head is a third of a 4×4-patch tokenizer's step
+        frames = rearrange(x, "b f c h w -> (b f) c h w").contiguous(memory_format=torch.channels_last)
+        return rearrange(self.net(frames), "(b f) c h w -> b f c h w", b=b)
 
 
 def window_offsets(grid: int, radius: int) -> torch.Tensor:

@@ -7,7 +7,10 @@ queries and keys (`"rotary"`: attention sees only offsets, so "the token one col
 one step earlier" is one relation everywhere). Any window of up to `max_time_steps` time steps
 works. Self-attention is over the whole window or factorized over space and time (`attention`).
 Every block cross-attends to the text embeddings (padding masked). When the text is
-dropped (classifier-free guidance) the context is one learned null vector.
+dropped (classifier-free guidance) the context is one learned null vector. With `token_group`
+g > 1 each g×g square of tokens is one position: their embeddings are concatenated and projected
+down on the way in, and the position's output is projected up to g² token vectors on the way
+out, so the transformer's cost follows the position grid, not the token grid.
 
 `prepare()` computes what depends only on the window's shape and the prompt (positions,
 each block's text keys/values) once; `forward()` then runs once per decoding step.
@@ -45,10 +48,13 @@ class MaskGIT(nn.Module):
         # same scale as the positions: with torch's N(0, 1) default the token vectors are ~50× larger
         # and drown the (t, row, col) signal, and the model learns layout very slowly
         nn.init.normal_(self.token_embedding.weight, std=0.02)
+        if c.token_group > 1:
+            self.group_in = nn.Linear(c.token_group ** 2 * c.dim, c.dim)
+            self.group_out = nn.Linear(c.dim, c.token_group ** 2 * c.dim)
         if c.positions == "absolute":
             self.time_position = nn.Parameter(torch.randn(c.max_time_steps, c.dim) * 0.02)
-            self.row_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
-            self.col_position = nn.Parameter(torch.randn(c.grid_size, c.dim) * 0.02)
+            self.row_position = nn.Parameter(torch.randn(c.position_grid, c.dim) * 0.02)
+            self.col_position = nn.Parameter(torch.randn(c.position_grid, c.dim) * 0.02)
         self.null_text = nn.Parameter(torch.randn(1, c.text_dim) * 0.02)
         block = SpaceTimeBlock if c.attention == "factorized" else Block
         self.blocks = nn.ModuleList(block(c.dim, c.heads, c.dim_head, c.mlp_ratio, context_dim=c.text_dim)
@@ -73,7 +79,7 @@ class MaskGIT(nn.Module):
         c = self.config
         if c.positions != "rotary":
             return None
-        g = c.grid_size
+        g = c.position_grid
         if c.attention == "factorized":
             return {"space": rotary_angles((g, g), c.dim_head).to(device),
                     "time": rotary_angles((time_steps,), c.dim_head).to(device)}
@@ -116,17 +122,24 @@ class MaskGIT(nn.Module):
         if (h, w) != (c.grid_size, c.grid_size) or t != context.time_steps:
             raise UserError(f"token grid {t}×{h}×{w} does not match the window "
                             f"{context.time_steps}×{c.grid_size}×{c.grid_size}")
-        x = self.token_embedding(rearrange(tokens, "b t h w -> b (t h w)"))
+        g = c.token_group
+        x = rearrange(self.token_embedding(tokens), "b t (h p1) (w p2) d -> b (t h w) (p1 p2 d)", p1=g, p2=g)
+        if g > 1:
+            x = self.group_in(x)
         if context.positions is not None:
             x = x + context.positions
         rotary = context.rotary or {}
         for block, kv in zip(self.blocks, context.text_kv):
             if c.attention == "factorized":
-                x = block(x, (t, h, w), context_kv=kv, context_mask=context.text_mask,
+                x = block(x, (t, h // g, w // g), context_kv=kv, context_mask=context.text_mask,
                           rotary_space=rotary.get("space"), rotary_time=rotary.get("time"))
             else:
                 x = block(x, context_kv=kv, context_mask=context.text_mask, rotary=rotary.get("full"))
+        x = self.norm(x)
+        if g > 1:  # back to one vector per token, in the token grid's raster order
+            x = rearrange(self.group_out(x), "b (t h w) (p1 p2 d) -> b (t h p1 w p2) d",
+                          t=t, h=h // g, p1=g, p2=g)
         if only is not None:
-            return self.to_logits(self.norm(x[rearrange(only, "b t h w -> b (t h w)")]))
-        logits = self.to_logits(self.norm(x))
+            return self.to_logits(x[rearrange(only, "b t h w -> b (t h w)")])
+        logits = self.to_logits(x)
         return rearrange(logits, "b (t h w) v -> b t h w v", t=t, h=h, w=w)
