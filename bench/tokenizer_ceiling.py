@@ -8,7 +8,9 @@ A tokenizer directory may be a training folder or one of its kept checkpoints, s
 compared along their learning curves. A perfect transformer would choose exactly these tokens, so no
 model on a tokenizer can score above its ceiling; the bars of the shipped model are 0.95 prompt
 accuracy and 0.97 continuity. The transformer here is a random stand-in of the right shape (the
-ceiling never runs it), and the text encoder is the shipped model's.
+ceiling never runs it), and the text encoder is the shipped model's. Each line also gives the
+accuracy by the clause's shape word (`by_shape`): the analyser tells a square from a disc by how
+much of its box it fills, so rounded corners show up there first.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from phenaki_cli.config import TRANSFORMER_PRESETS, SamplingConfig
+from phenaki_cli.data.shapes_world import SHAPES
 from phenaki_cli.eval.generated import generate_and_score, summarize
 from phenaki_cli.modeldir import load_tokenizer
 from phenaki_cli.pipeline import Phenaki
@@ -43,9 +46,22 @@ def main() -> None:
                          text_dim=text_encoder.dim)
         sampling = SamplingConfig(window_frames=args.window, prime_frames=args.prime)
         model = Phenaki(tokenizer, MaskGIT(config), text_encoder, sampling, fps=8.0)
-        summary = summarize(generate_and_score(model, args.stories, "test", 0, ceiling=True))
+        results = generate_and_score(model, args.stories, "test", 0, ceiling=True)
+        summary = summarize(results)
         print(json.dumps({"tokenizer": str(folder), **{k: summary.get(k) for k in (
-            "stories", "clauses", "prompt_accuracy", "continuity", "psnr", "psnr_worst")}}), flush=True)
+            "stories", "clauses", "prompt_accuracy", "continuity", "psnr", "psnr_worst")},
+            "by_shape": by_shape(results)}), flush=True)
+
+
+def by_shape(results) -> dict[str, float]:
+    """Prompt accuracy over the clauses that name each shape."""
+    scores: dict[str, list[bool]] = {shape: [] for shape in SHAPES}
+    for result in results:
+        for clause in result.report.clauses:
+            for shape in SHAPES:
+                if shape in clause.clause.split():
+                    scores[shape].append(clause.ok)
+    return {shape: round(sum(oks) / len(oks), 3) for shape, oks in scores.items() if oks}
 
 
 if __name__ == "__main__":

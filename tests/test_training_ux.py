@@ -112,6 +112,9 @@ def test_skipped_files_are_named_once_and_counted_once(tmp_path, capsys, folder)
                             "--frames", "5", "--prime-frames", "1")
     assert code == 0, err
     assert sum(line.startswith("note: skipped") for line in err.splitlines()) == 2
+    # stderr is not a terminal here: plain progress lines, the last one at the 3 files encoded of 5
+    progress = [line for line in err.splitlines() if line.startswith("encode ")]
+    assert progress and progress[-1].startswith("encode 3/5 files") and "files/s ETA" in progress[-1], err
     index = json.loads((tmp_path / "shards" / "index.json").read_text())
     assert index["skipped"] == 2 and len(index["skipped_files"]) == 2
 

@@ -160,6 +160,32 @@ class StepLog:
                    f"ETA {left}")
 
 
+class CountLog:
+    """Plain progress lines for work counted in items (clips encoded) when stderr is a log file: one at
+    each tenth of the total, with items/s and the time left."""
+
+    def __init__(self, name: str, unit: str, quiet: bool):
+        import time
+
+        self.name, self.unit, self.clock = name, unit, time.perf_counter
+        self.enabled = not quiet and not err.is_terminal
+        self.total, self.done, self.started, self.next_mark = 0, 0, self.clock(), 0
+
+    def set_total(self, total: int) -> None:
+        self.total, self.next_mark = total, max(1, total // 10)
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if not self.enabled or not self.total or self.done < self.next_mark:
+            return
+        while self.next_mark <= self.done:
+            self.next_mark += max(1, self.total // 10)
+        elapsed = self.clock() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = _clock((self.total - self.done) / rate) if rate else "?"
+        say(False, f"{self.name} {self.done}/{self.total} {self.unit} {rate:.1f} {self.unit}/s ETA {left}")
+
+
 def _clock(seconds: float) -> str:
     minutes, second = divmod(int(seconds), 60)
     hours, minute = divmod(minutes, 60)

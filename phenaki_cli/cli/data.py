@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from phenaki_cli.cli.common import (DeviceOption, OverwriteOption, QuietOption, WorkersOption, number, say,
-                                    scene_bounds, setup, work_progress)
+from phenaki_cli.cli.common import (CountLog, DeviceOption, OverwriteOption, QuietOption, ThreadsOption, WorkersOption,
+                                    number, say, scene_bounds, setup, work_progress)
 from phenaki_cli.errors import UserError
 
 
@@ -71,27 +71,39 @@ def data_encode(
         fps: float = typer.Option(8.0, help="Frame rate clips are sampled at.", callback=number("--fps", 0, 240, above=True)),
         shard_size: int = typer.Option(4096, "--shard-size", help="Clips per shard file."),
         seed: int = typer.Option(0, callback=number("--seed", 0, 2 ** 64 - 1)), workers: int = WorkersOption, device: Optional[str] = DeviceOption,
-        overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+        threads: int = ThreadsOption, overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
     """Pre-tokenize a dataset into shards (video tokens + T5 embeddings) for `phenaki train`."""
     from phenaki_cli.data.encode import encode_dataset
     from phenaki_cli.files import Outputs
     from phenaki_cli.modeldir import load_tokenizer
+    from phenaki_cli.runtime import set_threads
     from phenaki_cli.text import TextEncoder
     from phenaki_cli.train.distributed import Distributed
 
     setup()
     Outputs([output], overwrite, [tokenizer, None if data == "shapes" else data])
+    set_threads(threads)
     if shard_size < 1:
         raise UserError(f"--shard-size must be at least 1, got {shard_size}")
     tok, _ = load_tokenizer(tokenizer)
     target = Distributed.from_env(device).device
     tok.to(target)
     encoder = TextEncoder.load(text_encoder) if text_encoder else None
+    # a log file gets plain lines instead of the bar (the files encoded of all there are)
+    log = CountLog("encode", "clips" if data == "shapes" else "images" if images else "files", quiet)
+
+    def on_total(count: int) -> None:
+        progress.update(task, total=count)
+        log.set_total(count)
+
+    def on_batch(count: int) -> None:
+        progress.advance(task, count)
+        log.advance(count)
+
     with work_progress(quiet) as progress:
         task = progress.add_task("encode", total=None, status="")
         index = encode_dataset(data, output, tok, encoder, 1 if images else frames, prime_frames, clips, images,
-                               fps, seed, workers, shard_size, on_total=lambda n: progress.update(task, total=n),
-                               on_batch=lambda n: progress.advance(task, n), device=target,
+                               fps, seed, workers, shard_size, on_total=on_total, on_batch=on_batch, device=target,
                                on_skip=lambda reason: say(quiet, f"note: skipped {reason}"))
     say(quiet, f"wrote {output}: {index.examples} {index.kind} clips in {len(index.shards)} shards"
                 + (f", skipped {index.skipped} unreadable or too-short files" if index.skipped else ""))
