@@ -255,6 +255,11 @@ def test_cpu_minutes_keep_equal_compute_checkpoints_and_stop(dataset, tmp_path):
     code, _, err = run_cli(*args, "--resume")
     assert code == 0, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == len(rows)
+    # --resume alone keeps the run's marks (a few steps more would be trained without them)
+    alone = ["train", dataset / "shards", "-o", out, "--resume", "--until-step", str(rows[-1]["step"] + 3)]
+    code, _, err = run_cli(*alone)
+    assert code == 0 and "--cpu-minutes 0.01,0.04" in err, err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(rows)
     bad = [tmp_path / "bad" if a == out else "0.04,0.01" if a == "0.01,0.04" else a for a in args]
     code, _, err = run_cli(*bad)
     assert code == 2 and "--cpu-minutes must be increasing positive minutes" in err

@@ -35,10 +35,17 @@ def resumed(ctx: typer.Context, output: Path, settings, quiet: bool):
         if field in saved and saved[field] != getattr(settings, field) and not (
                 param in ctx.params and given(ctx, param)):
             taken[field] = saved[field]
+    # the CPU-minute marks too, but they may be given anew (a learning curve extended): they add
+    # checkpoints and a stop, never change what the run computes
+    marks = tuple(saved.get("cpu_minutes", ()))
+    if marks and marks != settings.cpu_minutes and not given(ctx, "cpu_minutes"):
+        taken["cpu_minutes"] = marks
     settings = dataclasses.replace(settings, **taken)
     settings.check_same_run(saved, output)
-    shown = [f"{flag}{v}" if flag.endswith("=") else f"{flag} {v}" for field, v in taken.items()
-             for flag in [settings.RUN_FIELDS[field]] if flag.startswith("--")]
+    flags = dict(settings.RUN_FIELDS, cpu_minutes="--cpu-minutes")
+    values = dict(taken, **({"cpu_minutes": ",".join(f"{m:g}" for m in marks)} if "cpu_minutes" in taken else {}))
+    shown = [f"{flag}{v}" if flag.endswith("=") else f"{flag} {v}" for field, v in values.items()
+             for flag in [flags[field]] if flag.startswith("--")]
     say(quiet, f"resuming {output} from step {state['step']} of {settings.steps}"
                + (f" (the run's own {', '.join(shown)})" if shown else ""))
     return settings
