@@ -16,11 +16,11 @@ def score(videos, stories):
     return float(np.mean(clauses)), float(np.mean(boundaries))
 
 
-STORIES = [sample_rendered_story("test", i) for i in range(200)]
+STORIES = [sample_rendered_story("test", i) for i in range(100)]
 
 
 def test_ground_truth_renders_score_high():
-    """200 random stories of 2–6 scenes, one and two objects."""
+    """100 random stories of 2–6 scenes, one and two objects."""
     assert {len(s.captions) for s in STORIES} == {2, 3, 4, 5, 6}
     assert {len(s.rendering.states[-1]) for s in STORIES} == {1, 2}
     accuracy, continuity = score([s.rendering.frames for s in STORIES], STORIES)
@@ -63,8 +63,9 @@ def test_negative_controls_score_low():
     accuracy, continuity = score([s.rendering.frames for s in stories], wrong_stories)
     assert accuracy <= 0.05 and continuity <= 0.05
     rng = np.random.default_rng(0)
-    noise = [rng.integers(0, 256, s.rendering.frames.shape, dtype=np.uint8) for s in stories]
-    blank = [np.zeros_like(s.rendering.frames) for s in stories]
+    few = stories[:10]  # noise is noise: a few stories say as much as many
+    noise = [rng.integers(0, 256, s.rendering.frames.shape, dtype=np.uint8) for s in few]
+    blank = [np.zeros_like(s.rendering.frames) for s in few]
     for videos in (noise, blank):
-        accuracy, continuity = score(videos, stories)
+        accuracy, continuity = score(videos, few)
         assert accuracy <= 0.05 and continuity <= 0.05

@@ -243,7 +243,8 @@ def test_cpu_minutes_keep_equal_compute_checkpoints_and_stop(dataset, tmp_path):
     out = tmp_path / "run"
     args = ["train", dataset / "shards", "-o", out, "--tokenizer", dataset / "tok", "--preset", "tiny", "--frames",
             "5", "--prime-frames", "1", "--batch-size", "2", "--steps", "100000", "--save-every", "100000",
-            "--keep-last", "10", "--preview-every", "0", "--cpu-minutes", "0.01,0.04", "--threads", "1", "-q"]
+            "--keep-last", "10", "--preview-every", "0", "--cpu-minutes", "0.01,0.04", "--threads", "1",
+            "--tasks", "predict=0.2,box=0.1", "-q"]
     code, _, err = run_cli(*args)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -258,7 +259,7 @@ def test_cpu_minutes_keep_equal_compute_checkpoints_and_stop(dataset, tmp_path):
     # --resume alone keeps the run's marks (a few steps more would be trained without them)
     alone = ["train", dataset / "shards", "-o", out, "--resume", "--until-step", str(rows[-1]["step"] + 3)]
     code, _, err = run_cli(*alone)
-    assert code == 0 and "--cpu-minutes 0.01,0.04" in err, err
+    assert code == 0 and "--cpu-minutes 0.01,0.04" in err and "--tasks predict=0.2,box=0.1," in err, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == len(rows)
     bad = [tmp_path / "bad" if a == out else "0.04,0.01" if a == "0.01,0.04" else a for a in args]
     code, _, err = run_cli(*bad)

@@ -153,9 +153,7 @@ class StepLog:
             self.first = (step - 1, now)  # this run may have resumed: count from its first step
         if not self.enabled or (step % self.every and step != self.total):
             return
-        done, elapsed = step - self.first[0], now - self.first[1]
-        rate = done / elapsed if elapsed > 0 else 0.0
-        left = f"{_clock((self.total - step) / rate)}" if rate else "?"
+        rate, left = _rate_and_time_left(step - self.first[0], self.total - step, now - self.first[1])
         say(False, f"{self.name} step {step}/{self.total} {status} lr {row.get('lr', 0):.2e} {rate:.2f} steps/s "
                    f"ETA {left}")
 
@@ -180,10 +178,15 @@ class CountLog:
             return
         while self.next_mark <= self.done:
             self.next_mark += max(1, self.total // 10)
-        elapsed = self.clock() - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = _clock((self.total - self.done) / rate) if rate else "?"
+        rate, left = _rate_and_time_left(self.done, self.total - self.done, self.clock() - self.started)
         say(False, f"{self.name} {self.done}/{self.total} {self.unit} {rate:.1f} {self.unit}/s ETA {left}")
+
+
+def _rate_and_time_left(done: int, left: int, elapsed: float) -> tuple[float, str]:
+    """Items per second so far, and the time the `left` items take at that rate (h:mm:ss, or ? before
+    any rate is known)."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return rate, (_clock(left / rate) if rate else "?")
 
 
 def _clock(seconds: float) -> str:

@@ -42,13 +42,23 @@ def resumed(ctx: typer.Context, output: Path, settings, quiet: bool):
         taken["cpu_minutes"] = marks
     settings = dataclasses.replace(settings, **taken)
     settings.check_same_run(saved, output)
-    flags = dict(settings.RUN_FIELDS, cpu_minutes="--cpu-minutes")
-    values = dict(taken, **({"cpu_minutes": ",".join(f"{m:g}" for m in marks)} if "cpu_minutes" in taken else {}))
-    shown = [f"{flag}{v}" if flag.endswith("=") else f"{flag} {v}" for field, v in values.items()
-             for flag in [flags[field]] if flag.startswith("--")]
     say(quiet, f"resuming {output} from step {state['step']} of {settings.steps}"
-               + (f" (the run's own {', '.join(shown)})" if shown else ""))
+               + (f" (the run's own {shown})" if (shown := _as_flags(taken, settings.RUN_FIELDS)) else ""))
     return settings
+
+
+def _as_flags(values: dict, flags: dict[str, str]) -> str:
+    """Run settings as the command line gives them: `--lr 0.001, --tasks predict=0.1,rewind=0.1,
+    --cpu-minutes 10,20` (fields with no flag, such as warm-up steps, are left out)."""
+    shown: dict[str, list[str]] = {}
+    for field, value in values.items():
+        flag = dict(flags, cpu_minutes="--cpu-minutes")[field]
+        if not flag.startswith("--"):
+            continue
+        text = ",".join(f"{v:g}" for v in value) if isinstance(value, (tuple, list)) else str(value)
+        name, _, key = flag.partition(" ")  # "--tasks predict=": one flag holds several fields
+        shown.setdefault(name, []).append(key + text)
+    return ", ".join(f"{name} {','.join(parts)}" for name, parts in shown.items())
 
 
 def interrupted(output: Path, stopped, is_main: bool) -> Interrupted:

@@ -96,6 +96,10 @@ def find_blobs(frames: np.ndarray, backgrounds: list[str]) -> list[list[Blob]]:
     ids = torch.arange(1, h * w + 1, dtype=torch.float32).reshape(1, 1, h, w) * masks
     for _ in range(h + w):
         grown = F.max_pool2d(ids, 3, stride=1, padding=1) * masks
+        # pointer jumping: the pixel an id names is in the same component and may already know a
+        # larger id, so take it too (a few rounds instead of one per pixel of the widest blob)
+        pointed = (grown.flatten(1).long() - 1).clamp(min=0)
+        grown = torch.maximum(grown, grown.flatten(1).gather(1, pointed).view_as(grown) * masks)
         if torch.equal(grown, ids):
             break
         ids = grown
