@@ -50,9 +50,9 @@ def resumed(ctx: typer.Context, output: Path, settings, quiet: bool):
 def _as_flags(values: dict, flags: dict[str, str]) -> str:
     """Run settings as the command line gives them: `--lr 0.001, --tasks predict=0.1,rewind=0.1,
     --cpu-minutes 10,20` (fields with no flag, such as warm-up steps, are left out)."""
-    shown: dict[str, list[str]] = {}
+    flags, shown = dict(flags, cpu_minutes="--cpu-minutes"), {}
     for field, value in values.items():
-        flag = dict(flags, cpu_minutes="--cpu-minutes")[field]
+        flag = flags[field]
         if not flag.startswith("--"):
             continue
         text = ",".join(f"{v:g}" for v in value) if isinstance(value, (tuple, list)) else str(value)
