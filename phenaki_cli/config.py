@@ -119,6 +119,10 @@ class TransformerConfig:
     # 16×16 token grid (4×4-pixel patches) costs what an 8×8 one does; each group's tokens are
     # embedded together and predicted from that position by their own output slice
     token_group: int = 1
+    # each masked position also gets the embedding of the latest given token at its own place
+    # (earlier in time; for a rewind, the earliest later one): in Shapes World most tokens stay
+    # what they were a step earlier, so the model learns corrections to copying, not copying itself
+    carry_forward: bool = False
 
     def validate(self) -> None:
         for name in ["vocab_size", "grid_size", "max_time_steps", "dim", "depth", "heads", "dim_head", "text_dim",

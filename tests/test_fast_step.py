@@ -12,6 +12,7 @@ from phenaki_cli.errors import UserError
 from phenaki_cli.nn import attention, attention_kernel, rotary_angles, rotate
 from phenaki_cli.runtime import machine_precision, resolve_precision
 from phenaki_cli.transformer import MaskGIT
+from phenaki_cli.transformer.maskgit import carried_tokens
 from phenaki_cli.transformer.masking import masked_token_loss
 
 
@@ -67,12 +68,12 @@ def test_rotary_attention_depends_on_offsets_only():
     assert not torch.allclose(score((1, 2, 3), (2, 1, 5)), reference, atol=1e-3)
 
 
-@pytest.mark.parametrize("attention_kind,positions,group", [("full", "rotary", 1), ("factorized", "absolute", 1),
-                                                            ("factorized", "rotary", 1), ("factorized", "rotary", 2),
-                                                            ("full", "absolute", 2)])
-def test_transformer_designs_run_and_learn(attention_kind, positions, group):
+@pytest.mark.parametrize("attention_kind,positions,group,carry", [
+    ("full", "rotary", 1, False), ("factorized", "absolute", 1, False), ("factorized", "rotary", 1, False),
+    ("factorized", "rotary", 2, False), ("full", "absolute", 2, False), ("factorized", "rotary", 2, True)])
+def test_transformer_designs_run_and_learn(attention_kind, positions, group, carry):
     config = dataclasses.replace(TRANSFORMER_PRESETS["tiny"], attention=attention_kind, positions=positions,
-                                 token_group=group)
+                                 token_group=group, carry_forward=carry)
     torch.manual_seed(0)
     model = MaskGIT(config)
     assert hasattr(model, "time_position") == (positions == "absolute")
@@ -97,6 +98,24 @@ def test_transformer_designs_run_and_learn(attention_kind, positions, group):
         loss(step).backward()
         optimizer.step()
     assert loss(1234).item() < 0.85 * before
+
+
+def test_carried_tokens_are_the_nearest_given_ones_at_each_place():
+    """A [MASK] carries the latest given token at its (row, col) before it, else the earliest after it
+    (a rewind); given positions and places with nothing given carry nothing (the mask id)."""
+    m = 9
+    columns = torch.tensor([[5, 6, m, 1],   # time step 0
+                            [m, m, m, m],
+                            [7, m, m, 2],
+                            [m, m, m, m]])   # (T, places): place 2 has nothing given
+    tokens = columns.view(1, 4, 1, 4)  # (b, T, h, w)
+    expected = torch.tensor([[m, m, m, m],
+                             [5, 6, m, 1],
+                             [m, 6, m, m],
+                             [7, 6, m, 2]])
+    assert torch.equal(carried_tokens(tokens, m)[0, :, 0], expected)
+    rewind = torch.tensor([m, m, 3, m]).view(1, 4, 1, 1)
+    assert torch.equal(carried_tokens(rewind, m).flatten(), torch.tensor([3, 3, m, 3]))
 
 
 def test_factorized_rotary_transformer_is_the_same_at_every_place():

@@ -10,7 +10,9 @@ Every block cross-attends to the text embeddings (padding masked). When the text
 dropped (classifier-free guidance) the context is one learned null vector. With `token_group`
 g > 1 each g×g square of tokens is one position: their embeddings are concatenated and projected
 down on the way in, and the position's output is projected up to g² token vectors on the way
-out, so the transformer's cost follows the position grid, not the token grid.
+out, so the transformer's cost follows the position grid, not the token grid. With
+`carry_forward` each [MASK] also carries the embedding of the nearest given token at its own
+place in time (`carried_tokens`), a second table summed into the input.
 
 `prepare()` computes what depends only on the window's shape and the prompt (positions,
 each block's text keys/values) once; `forward()` then runs once per decoding step.
@@ -39,6 +41,19 @@ class WindowContext:
     rotary: dict[str, torch.Tensor] | None = None
 
 
+def carried_tokens(tokens: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """(b, T, h, w) → for each [MASK], the latest given token at the same (row, col) before it in
+    time, else the earliest one after it; `mask_id` where there is none and at given positions."""
+    t = tokens.shape[1]
+    given = tokens != mask_id
+    steps = torch.arange(t, device=tokens.device).view(1, t, 1, 1)
+    latest = torch.where(given, steps, -1).cummax(1).values  # latest given step ≤ each step
+    earliest = torch.where(given, steps, t).flip(1).cummin(1).values.flip(1)  # earliest given step ≥ it
+    source = torch.where(latest >= 0, latest, earliest)
+    carried = tokens.gather(1, source.clamp(max=t - 1))
+    return torch.where(given | (source >= t), mask_id, carried)
+
+
 class MaskGIT(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -48,6 +63,9 @@ class MaskGIT(nn.Module):
         # same scale as the positions: with torch's N(0, 1) default the token vectors are ~50× larger
         # and drown the (t, row, col) signal, and the model learns layout very slowly
         nn.init.normal_(self.token_embedding.weight, std=0.02)
+        if c.carry_forward:  # id vocab_size: nothing carried
+            self.carry_embedding = nn.Embedding(c.vocab_size + 1, c.dim)
+            nn.init.normal_(self.carry_embedding.weight, std=0.02)
         if c.token_group > 1:
             self.group_in = nn.Linear(c.token_group ** 2 * c.dim, c.dim)
             self.group_out = nn.Linear(c.dim, c.token_group ** 2 * c.dim)
@@ -123,7 +141,10 @@ class MaskGIT(nn.Module):
             raise UserError(f"token grid {t}×{h}×{w} does not match the window "
                             f"{context.time_steps}×{c.grid_size}×{c.grid_size}")
         g = c.token_group
-        x = rearrange(self.token_embedding(tokens), "b t (h p1) (w p2) d -> b (t h w) (p1 p2 d)", p1=g, p2=g)
+        x = self.token_embedding(tokens)
+        if c.carry_forward:
+            x = x + self.carry_embedding(carried_tokens(tokens, c.mask_id))
+        x = rearrange(x, "b t (h p1) (w p2) d -> b (t h w) (p1 p2 d)", p1=g, p2=g)
         if g > 1:
             x = self.group_in(x)
         if context.positions is not None:
