@@ -238,12 +238,13 @@ def test_loading_a_shard_reads_its_embeddings_once(tmp_path):
 
 
 def test_cpu_minutes_keep_equal_compute_checkpoints_and_stop(dataset, tmp_path):
-    """--cpu-minutes: a checkpoint when the process's CPU time passes each mark, the run ends at the
-    last, and resuming a finished run trains nothing more (learning curves at equal compute)."""
+    """--cpu-minutes: a checkpoint when the process's CPU time passes each mark, kept even with
+    --keep-last 1, the run ends at the last, and resuming a finished run trains nothing more
+    (learning curves at equal compute)."""
     out = tmp_path / "run"
     args = ["train", dataset / "shards", "-o", out, "--tokenizer", dataset / "tok", "--preset", "tiny", "--frames",
-            "5", "--prime-frames", "1", "--batch-size", "2", "--steps", "100000", "--save-every", "100000",
-            "--keep-last", "10", "--preview-every", "0", "--cpu-minutes", "0.01,0.04", "--threads", "1",
+            "5", "--prime-frames", "1", "--batch-size", "2", "--steps", "100000", "--save-every", "5",
+            "--keep-last", "1", "--preview-every", "0", "--cpu-minutes", "0.01,0.04", "--threads", "1",
             "--tasks", "predict=0.2,box=0.1", "-q"]
     code, _, err = run_cli(*args)
     assert code == 0, err
@@ -251,7 +252,8 @@ def test_cpu_minutes_keep_equal_compute_checkpoints_and_stop(dataset, tmp_path):
     assert 1 < len(rows) < 100000 and rows[-1]["cpu_seconds"] >= 0.04 * 60 > rows[-2]["cpu_seconds"]
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
     first_past = next(r["step"] for r in rows if r["cpu_seconds"] >= 0.01 * 60)
-    # one checkpoint per mark, at the first step past it (one, if a slow step passed both)
+    # one checkpoint per mark, at the first step past it (one, if a slow step passed both); the saves
+    # every 5 steps between them replace only the folder's own (--keep-last 1)
     assert kept == sorted({f"step-{first_past:06d}", f"step-{rows[-1]['step']:06d}"})
     code, _, err = run_cli(*args, "--resume")
     assert code == 0, err

@@ -60,7 +60,8 @@ StoryboardOption = typer.Option(False, "--storyboard", help="Also write NAME.sto
 # training
 AccumulateOption = typer.Option(1, "--accumulate", help="Micro-batches per optimizer step (gradient accumulation).")
 EmaOption = typer.Option(0.0, "--ema", help="EMA decay of the weights the model directory holds (0: off; e.g. 0.999).")
-KeepOption = typer.Option(1, "--keep-last", help="Checkpoints to keep in OUTPUT/checkpoints/ (1: only the latest).")
+KeepOption = typer.Option(1, "--keep-last", help="Checkpoints to keep in OUTPUT/checkpoints/ (1: only the latest); "
+                          "those of --cpu-minutes marks are always kept.")
 PreviewOption = typer.Option(500, "--preview-every", help="Steps between preview videos in OUTPUT/previews/ (0: none).")
 PrecisionOption = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16 (autocast; fp16 on CUDA "
                                "only). auto: bf16 on CPUs with bf16 matrix instructions and on GPUs, else fp32 "

@@ -4,7 +4,8 @@ A training folder is a model directory (config.json + *.safetensors) plus `train
 (step, optimizer, scheduler, RNG, settings) and `metrics.jsonl`, all replaced in one atomic
 rename, so an interrupted run never leaves a half-written checkpoint. With `keep_last` k > 1,
 `checkpoints/step-NNNNNN/` holds the last k checkpoints as complete training folders (hard
-links, so they cost no copy); `previews/` collects the preview videos of the whole run.
+links, so they cost no copy); it always holds those of the --cpu-minutes marks, whatever k
+is. `previews/` collects the preview videos of the whole run.
 """
 
 from __future__ import annotations
@@ -45,33 +46,42 @@ def _link_or_copy(source: str, target: str) -> None:
         shutil.copy2(source, target)
 
 
-def _carry_history(old: Path, new: Path, step: int, keep_last: int) -> None:
-    """Into the new folder: the run's previews, and the last `keep_last` checkpoints (this one included)."""
+def _carry_history(old: Path, new: Path, step: int, keep_last: int, marked: frozenset[int]) -> None:
+    """Into the new folder: the run's previews, the last `keep_last` checkpoints (this one included),
+    and every checkpoint of a `marked` step (the --cpu-minutes marks: a learning curve's points are
+    never pruned, whatever --keep-last says)."""
     if (old / PREVIEWS_DIR).is_dir():
         shutil.copytree(old / PREVIEWS_DIR, new / PREVIEWS_DIR, copy_function=_link_or_copy, dirs_exist_ok=True)
-    if keep_last <= 1:
+    kept = sorted((old / CHECKPOINTS_DIR).glob("step-*")) if (old / CHECKPOINTS_DIR).is_dir() else []
+    others = [s for s in kept if s.name != f"step-{step:06d}"]
+    recent = others[len(others) - (keep_last - 1):] if keep_last > 1 else []
+    carried = [s for s in others if s in recent or int(s.name.removeprefix("step-")) in marked]
+    this_one = keep_last > 1 or step in marked
+    if not (carried or this_one):
         return
     history = new / CHECKPOINTS_DIR
     history.mkdir()
-    kept = sorted((old / CHECKPOINTS_DIR).glob("step-*")) if (old / CHECKPOINTS_DIR).is_dir() else []
-    for snapshot in [s for s in kept if s.name != f"step-{step:06d}"][-(keep_last - 1):]:
+    for snapshot in carried:
         shutil.copytree(snapshot, history / snapshot.name, copy_function=_link_or_copy)
-    shutil.copytree(new, history / f"step-{step:06d}", copy_function=_link_or_copy,
-                    ignore=lambda folder, names: [n for n in names if Path(folder) == new
-                                                  and n in (CHECKPOINTS_DIR, PREVIEWS_DIR)])
+    if this_one:
+        shutil.copytree(new, history / f"step-{step:06d}", copy_function=_link_or_copy,
+                        ignore=lambda folder, names: [n for n in names if Path(folder) == new
+                                                      and n in (CHECKPOINTS_DIR, PREVIEWS_DIR)])
 
 
 def save_checkpoint(out: Path, sections: dict[str, tuple[Any, nn.Module | dict | None]], state: dict, step: int,
                     log: list[dict], settings, extra: dict | None = None,
-                    write_files: Callable[[Path], None] | None = None, keep_last: int = 1) -> None:
-    """`state`: what resuming needs beyond the weights (optimizer, scheduler, EMA, ...)."""
+                    write_files: Callable[[Path], None] | None = None, keep_last: int = 1,
+                    marked: frozenset[int] = frozenset()) -> None:
+    """`state`: what resuming needs beyond the weights (optimizer, scheduler, EMA, ...); `marked`: steps
+    whose checkpoints are kept for good."""
     def files(folder: Path) -> None:
         torch.save({"step": step, "torch_rng": torch.get_rng_state(), "settings": asdict(settings), **state},
                    folder / STATE_FILE)
         (folder / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in log))
         if write_files is not None:
             write_files(folder)
-        _carry_history(out, folder, step, keep_last)
+        _carry_history(out, folder, step, keep_last, marked)
 
     if out.exists() and not is_training_folder(out):
         raise UserError(f"{out}: exists and is not a training folder; refusing to replace it")

@@ -229,7 +229,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
         # while the renames held it back would otherwise land after them, before the mark below
         with interrupts_at_safe_points():
             save_checkpoint(out, sections(weights), state, step, log, settings, extra=extra, write_files=files,
-                            keep_last=settings.keep_last)
+                            keep_last=settings.keep_last, marked=_mark_steps(log, settings.cpu_minutes))
             done["saved"] = step
         if not where.active:  # several processes leave together at the step's end instead
             raise_if_interrupted()
@@ -290,7 +290,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
                 passed = stop = False
                 if settings.cpu_minutes:  # a mark passed at this step: a checkpoint; the last one ends the run
                     before = log[-2]["cpu_seconds"] if len(log) > 1 else 0.0
-                    passed = where.agree(any(before < 60 * m <= row["cpu_seconds"] for m in settings.cpu_minutes))
+                    passed = where.agree(_passes_mark(before, row["cpu_seconds"], settings.cpu_minutes))
                     stop = _cpu_budget_spent(log, settings, where)
                 if board is not None:
                     for key, value in row.items():
@@ -320,6 +320,22 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, step: int, saved: int | None):
         super().__init__(step, saved)
         self.step, self.saved = step, saved
+
+
+def _passes_mark(before: float, spent: float, minutes: tuple[float, ...]) -> bool:
+    """Did CPU time going from `before` to `spent` seconds pass one of the marks (minutes)?"""
+    return any(before < 60 * m <= spent for m in minutes)
+
+
+def _mark_steps(log: list[dict], minutes: tuple[float, ...]) -> frozenset[int]:
+    """The steps at which the run's CPU time passed one of its --cpu-minutes marks."""
+    steps, before = set(), 0.0
+    for row in log:
+        spent = row.get("cpu_seconds", before)
+        if _passes_mark(before, spent, minutes):
+            steps.add(row["step"])
+        before = spent
+    return frozenset(steps)
 
 
 def _cpu_budget_spent(log: list[dict], settings: LoopSettings, where: Distributed) -> bool:
