@@ -123,6 +123,11 @@ class TransformerConfig:
     # (earlier in time; for a rewind, the earliest later one): in Shapes World most tokens stay
     # what they were a step earlier, so the model learns corrections to copying, not copying itself
     carry_forward: bool = False
+    # trained self-attention blocks (rotary positions over the prompt) that read the text encoder's
+    # states before every cross-attention: the small frozen random T5 built for a closed world gives
+    # each word a state that hardly depends on word order, so without them "the red square moves
+    # down and the green circle grows" and the same prompt with its verbs swapped look alike
+    text_layers: int = 0
 
     def validate(self) -> None:
         for name in ["vocab_size", "grid_size", "max_time_steps", "dim", "depth", "heads", "dim_head", "text_dim",
@@ -138,6 +143,11 @@ class TransformerConfig:
                             f"{self.grid_size}×{self.grid_size} token grid")
         if self.positions == "rotary" and self.dim_head % 2:
             raise UserError(f"transformer config: rotary positions need an even dim_head, got {self.dim_head}")
+        if self.text_layers < 0:
+            raise UserError(f"transformer config: text_layers must be 0 or more, got {self.text_layers}")
+        if self.text_layers and (self.text_dim % self.dim_head or self.dim_head % 2):
+            raise UserError(f"transformer config: text_layers need an even dim_head that divides text_dim "
+                            f"{self.text_dim}, got {self.dim_head}")
 
     @property
     def mask_id(self) -> int:

@@ -68,12 +68,13 @@ def test_rotary_attention_depends_on_offsets_only():
     assert not torch.allclose(score((1, 2, 3), (2, 1, 5)), reference, atol=1e-3)
 
 
-@pytest.mark.parametrize("attention_kind,positions,group,carry", [
-    ("full", "rotary", 1, False), ("factorized", "absolute", 1, False), ("factorized", "rotary", 1, False),
-    ("factorized", "rotary", 2, False), ("full", "absolute", 2, False), ("factorized", "rotary", 2, True)])
-def test_transformer_designs_run_and_learn(attention_kind, positions, group, carry):
+@pytest.mark.parametrize("attention_kind,positions,group,carry,text_layers", [
+    ("full", "rotary", 1, False, 0), ("factorized", "absolute", 1, False, 0), ("factorized", "rotary", 1, False, 0),
+    ("factorized", "rotary", 2, False, 0), ("full", "absolute", 2, False, 0), ("factorized", "rotary", 2, True, 0),
+    ("factorized", "rotary", 2, False, 2)])
+def test_transformer_designs_run_and_learn(attention_kind, positions, group, carry, text_layers):
     config = dataclasses.replace(TRANSFORMER_PRESETS["tiny"], attention=attention_kind, positions=positions,
-                                 token_group=group, carry_forward=carry)
+                                 token_group=group, carry_forward=carry, text_layers=text_layers)
     torch.manual_seed(0)
     model = MaskGIT(config)
     assert hasattr(model, "time_position") == (positions == "absolute")
@@ -91,6 +92,10 @@ def test_transformer_designs_run_and_learn(attention_kind, positions, group, car
 
     before = loss(1234).item()
     loss(0).backward()
+    if text_layers:  # the text blocks start as the identity: their inner weights get gradients after one update
+        optimizer.step()
+        optimizer.zero_grad()
+        loss(1).backward()
     silent = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert silent in ([], ["null_text"])  # every weight learns (the null text only when a row drops its text)
     for step in range(40):  # one batch, learned by heart
@@ -116,6 +121,38 @@ def test_carried_tokens_are_the_nearest_given_ones_at_each_place():
     assert torch.equal(carried_tokens(tokens, m)[0, :, 0], expected)
     rewind = torch.tensor([m, m, 3, m]).view(1, 4, 1, 1)
     assert torch.equal(carried_tokens(rewind, m).flatten(), torch.tensor([3, 3, m, 3]))
+
+
+def test_text_layers_let_the_transformer_read_word_order():
+    """Cross-attention alone sees the text as a set: states in another order give the same logits. With
+    text_layers (once trained, here: randomised) the order matters; padding is never read; and fresh text
+    layers add nothing, so a trained model fine-tuned with them added starts from what it did."""
+    plain_config = dataclasses.replace(TRANSFORMER_PRESETS["tiny"], attention="factorized", positions="rotary")
+    torch.manual_seed(0)
+    plain = MaskGIT(plain_config).eval()
+    reading = MaskGIT(dataclasses.replace(plain_config, text_layers=2)).eval()
+    missing, unexpected = reading.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(name.startswith("text_blocks.") for name in missing)
+    tokens = torch.randint(0, plain_config.vocab_size, (1, 2, 4, 4))
+    text = torch.randn(1, 6, plain_config.text_dim)
+    text_mask = torch.tensor([[True] * 5 + [False]])
+    reordered = text[:, [3, 1, 4, 0, 2, 5]]
+
+    def logits(model, states, mask=text_mask):
+        with torch.no_grad():
+            return model(tokens, model.prepare(states, mask, 2))
+
+    torch.testing.assert_close(logits(plain, reordered), logits(plain, text))
+    torch.testing.assert_close(logits(reading, text), logits(plain, text))  # the identity at the start
+    with torch.no_grad():
+        for parameter in reading.text_blocks.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+    assert not torch.allclose(logits(reading, reordered), logits(reading, text), atol=1e-3)
+    padded_differently = text.clone()
+    padded_differently[:, 5] = torch.randn(plain_config.text_dim)
+    torch.testing.assert_close(logits(reading, padded_differently), logits(reading, text))
+    with pytest.raises(UserError, match="text_layers need an even dim_head that divides text_dim"):
+        dataclasses.replace(plain_config, text_layers=1, dim_head=6).validate()
 
 
 def test_factorized_rotary_transformer_is_the_same_at_every_place():

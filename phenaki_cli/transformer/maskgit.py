@@ -12,7 +12,9 @@ g > 1 each g×g square of tokens is one position: their embeddings are concatena
 down on the way in, and the position's output is projected up to g² token vectors on the way
 out, so the transformer's cost follows the position grid, not the token grid. With
 `carry_forward` each [MASK] also carries the embedding of the nearest given token at its own
-place in time (`carried_tokens`), a second table summed into the input.
+place in time (`carried_tokens`), a second table summed into the input. With `text_layers` the
+text states first pass through that many trained self-attention blocks with rotary positions over
+the prompt (`read_text`), so that each word can take on its clause (which verb is whose).
 
 `prepare()` computes what depends only on the window's shape and the prompt (positions,
 each block's text keys/values) once; `forward()` then runs once per decoding step.
@@ -74,6 +76,14 @@ class MaskGIT(nn.Module):
             self.row_position = nn.Parameter(torch.randn(c.position_grid, c.dim) * 0.02)
             self.col_position = nn.Parameter(torch.randn(c.position_grid, c.dim) * 0.02)
         self.null_text = nn.Parameter(torch.randn(1, c.text_dim) * 0.02)
+        if c.text_layers:
+            self.text_blocks = nn.ModuleList(Block(c.text_dim, c.text_dim // c.dim_head, c.dim_head, c.mlp_ratio)
+                                             for _ in range(c.text_layers))
+            for text_block in self.text_blocks:  # each starts as the identity (a residual adding zero), so a
+                # trained model's weights loaded with them added still give what that model gave
+                for layer in (text_block.attn.to_out, text_block.ff[-1]):
+                    nn.init.zeros_(layer.weight)
+                    nn.init.zeros_(layer.bias)
         block = SpaceTimeBlock if c.attention == "factorized" else Block
         self.blocks = nn.ModuleList(block(c.dim, c.heads, c.dim_head, c.mlp_ratio, context_dim=c.text_dim)
                                     for _ in range(c.depth))
@@ -123,9 +133,21 @@ class MaskGIT(nn.Module):
             text_mask = torch.where(drop[:, None], null_mask, text_mask)
         return text, text_mask
 
+    def read_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The text states (b, L, text_dim) after the `text_layers` blocks (padding never attended)."""
+        if not self.config.text_layers:
+            return text
+        angles = rotary_angles((text.shape[1],), self.config.dim_head).to(text.device)
+        padding = torch.zeros(text_mask.shape, dtype=text.dtype, device=text.device)
+        padding = rearrange(padding.masked_fill(~text_mask, float("-inf")), "b m -> b 1 1 m")
+        for block in self.text_blocks:
+            text = block(text, attn_bias=padding, rotary=angles)
+        return text
+
     def prepare(self, text: torch.Tensor, text_mask: torch.Tensor | None, time_steps: int,
                 drop: torch.Tensor | None = None) -> WindowContext:
         text, text_mask = self.text_context(text, text_mask, drop)
+        text = self.read_text(text, text_mask)
         text_kv = [block.cross.project_context(text) for block in self.blocks]
         return WindowContext(self.positions(time_steps), text_kv, text_mask, time_steps,
                              self.rotary(time_steps, text.device))
