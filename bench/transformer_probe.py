@@ -70,17 +70,23 @@ def altered(caption):
                                                                   dataclasses.replace(clauses[1], action=clauses[0].action)))
 
 
+def next_step(transformer, true: torch.Tensor, context, mask_id: int, step: int):
+    """Teacher forcing: the logits (h, w, vocab) of time step `step` given the true earlier steps, the
+    true tokens there, and where they are objects (not that step's most common code)."""
+    given = true.clone()
+    given[:, step:] = mask_id
+    target = true[0, step]
+    return transformer(given, context)[0, step], target, target != target.flatten().mode().values
+
+
 def object_nll(transformer, true: torch.Tensor, context, mask_id: int) -> float:
     """Mean NLL of the true object tokens at steps 1–3, each given the true earlier steps."""
     values = []
     for step in (s for s in (1, 2, 3) if s < true.shape[1]):
-        given = true.clone()
-        given[:, step:] = mask_id
-        log_p = transformer(given, context)[0, step].float().log_softmax(-1)
-        target = true[0, step]
-        is_object = target != target.flatten().mode().values
+        logits, target, is_object = next_step(transformer, true, context, mask_id, step)
         if is_object.any():
-            values.append(-log_p.gather(-1, target[..., None])[..., 0][is_object].mean().item())
+            log_p = logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0]
+            values.append(-log_p[is_object].mean().item())
     return float(np.mean(values)) if values else float("nan")
 
 
@@ -113,11 +119,8 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
         # the next time step's tokens given the true earlier ones (argmax, conditional model)
         context = prepare_guided(transformer, text, text_mask, true.shape[1], 1.0)
         for step in (s for s in (1, 3) if s < true.shape[1]):
-            given = true.clone()
-            given[:, step:] = mask_id
-            predicted = transformer(given, context).argmax(-1)[0, step]
-            target = true[0, step]
-            is_object = target != target.flatten().mode().values
+            logits, target, is_object = next_step(transformer, true, context, mask_id, step)
+            predicted = logits.argmax(-1)
             for kind, where in (("object", is_object), ("background", ~is_object)):
                 if where.any():
                     tokens_right[f"step_{step}_{kind}"].append((predicted[where] == target[where]).float().mean().item())

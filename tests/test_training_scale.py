@@ -213,6 +213,21 @@ def test_fine_tuning_starts_from_the_given_model(dataset, tmp_path):
     code, _, err = run_cli(*common, "-o", tmp_path / "bad", "--init-from", tmp_path / "base", "--steps", "1",
                            "--tasks", "predict=0.8,box=0.8")
     assert code == 2 and "sum to at most 1" in err
+    # text layers may be added (they start as the identity): the base model's weights carry over unchanged
+    (tmp_path / "text.json").write_text('{"text_layers": 1}')
+    code, _, err = run_cli(*common, "-o", tmp_path / "reading", "--init-from", tmp_path / "base", "--steps", "1",
+                           "--lr", "1e-12", "--config", tmp_path / "text.json")
+    assert code == 0, err
+    base = load_file(str(tmp_path / "base" / "transformer.safetensors"))
+    reading = load_file(str(tmp_path / "reading" / "transformer.safetensors"))
+    assert {k for k in reading if k not in base} and all(k.startswith("text_blocks.") for k in reading if k not in base)
+    for key in base:
+        torch.testing.assert_close(reading[key].float(), base[key].float(), rtol=1e-4, atol=1e-5, msg=key)
+    (tmp_path / "deeper.json").write_text('{"depth": 3}')
+    code, _, err = run_cli(*common, "-o", tmp_path / "deeper", "--init-from", tmp_path / "base", "--steps", "1",
+                           "--config", tmp_path / "deeper.json")
+    assert code == 2 and "asks for depth 3" in err and "may only add text_layers" in err and "Traceback" not in err
+    assert not (tmp_path / "deeper").exists()
 
 
 def test_loading_a_shard_reads_its_embeddings_once(tmp_path):

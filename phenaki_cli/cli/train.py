@@ -218,6 +218,21 @@ def _design(config, config_file: Path | None, **fields):
     return from_dict(type(config), values, str(config_file or "transformer config"))
 
 
+def _added_parts(own, asked, config_file: Path | None):
+    """The design an --init-from run trains: the model's own, with text layers added by --config when it
+    has none (they start as the identity, so the model starts from what it could do); any other change
+    is refused, naming the field."""
+    from phenaki_cli.config import to_dict
+
+    changed = [k for k, v in to_dict(own).items() if to_dict(asked)[k] != v]
+    for field in changed:
+        if field != "text_layers" or own.text_layers:
+            raise UserError(f"--config {config_file}: asks for {field} {getattr(asked, field)!r}, but an --init-from "
+                            f"run keeps its model's design ({field} {getattr(own, field)!r}); it may only add "
+                            f"text_layers to a model without them")
+    return asked
+
+
 def train_command(
         ctx: typer.Context,
         data: str = typer.Argument(..., help="Token shards (`phenaki data encode`), a dataset folder, or 'shapes'."),
@@ -276,8 +291,9 @@ def train_command(
     resuming = resume and is_training_folder(output)
     design = [flag for flag, value in (("--config", config_file), ("--attention", attention),
                                        ("--positions", positions)) if value is not None]
-    if design and init_from is not None and not resuming:
-        raise UserError(f"{design[0]} sets a new model's design; an --init-from run keeps its own")
+    fixed_design = [flag for flag in design if flag != "--config"]  # --config may add text layers (below)
+    if fixed_design and init_from is not None and not resuming:
+        raise UserError(f"{fixed_design[0]} sets a new model's design; an --init-from run keeps its own")
     if resuming:  # what the design options would make, against the run's own design
         own = from_dict(TransformerConfig, section(read_config(output), "transformer", output),
                         f"{output / 'config.json'} [transformer]")
@@ -342,6 +358,7 @@ def train_command(
                                     f"shards hold; encode with --text-encoder {init_from / TEXT_ENCODER_DIR}")
                 config = from_dict(TransformerConfig, section(read_config(init_from), "transformer", init_from),
                                    f"{init_from / 'config.json'} [transformer]")
+                config = _added_parts(config, _design(config, config_file), config_file)
             else:
                 config = replace(TRANSFORMER_PRESETS[preset], vocab_size=tok.config.codebook_size,
                                  grid_size=tok.config.grid_size, max_time_steps=tok.config.time_steps(frames),

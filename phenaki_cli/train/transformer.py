@@ -91,7 +91,8 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
     `images` (first-frame token grids of an image dataset) feed the image steps; without them
     an image step takes the first frame of video examples. A resumed run takes its tokenizer,
     text encoder and configs from `out` (the arguments may be None). A new run may start from the
-    transformer weights of `init_from` (fine-tuning; `config` must then be that model's)."""
+    transformer weights of `init_from` (fine-tuning; `config` must then be that model's, or that model's
+    with `text_layers` added to a model without them)."""
     from phenaki_cli.modeldir import load_tokenizer
 
     out = Path(out)
@@ -122,8 +123,10 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
     model = MaskGIT(config).train()
     if resuming:
         load_weights(model, out / "transformer.safetensors")
-    elif init_from is not None:
-        load_weights(model, Path(init_from) / "transformer.safetensors")
+    elif init_from is not None:  # text layers added to a model without them keep their (identity) start
+        own = from_dict(TransformerConfig, read_config(init_from)["transformer"], f"{init_from}/config.json [transformer]")
+        added = ("text_blocks.",) if config.text_layers and not own.text_layers else ()
+        load_weights(model, Path(init_from) / "transformer.safetensors", new_prefixes=added)
 
     def embedding(prompt: str, store: TokenExamples) -> torch.Tensor:
         if prompt in store.embeddings:  # pre-computed by `phenaki data encode`
