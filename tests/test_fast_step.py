@@ -138,9 +138,9 @@ def test_text_layers_let_the_transformer_read_word_order():
     text_mask = torch.tensor([[True] * 5 + [False]])
     reordered = text[:, [3, 1, 4, 0, 2, 5]]
 
-    def logits(model, states, mask=text_mask):
+    def logits(model, states):
         with torch.no_grad():
-            return model(tokens, model.prepare(states, mask, 2))
+            return model(tokens, model.prepare(states, text_mask, 2))
 
     torch.testing.assert_close(logits(plain, reordered), logits(plain, text))
     torch.testing.assert_close(logits(reading, text), logits(plain, text))  # the identity at the start

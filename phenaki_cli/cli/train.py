@@ -224,8 +224,8 @@ def _added_parts(own, asked, config_file: Path | None):
     is refused, naming the field."""
     from phenaki_cli.config import to_dict
 
-    changed = [k for k, v in to_dict(own).items() if to_dict(asked)[k] != v]
-    for field in changed:
+    asked_values = to_dict(asked)
+    for field in (k for k, v in to_dict(own).items() if asked_values[k] != v):
         if field != "text_layers" or own.text_layers:
             raise UserError(f"--config {config_file}: asks for {field} {getattr(asked, field)!r}, but an --init-from "
                             f"run keeps its model's design ({field} {getattr(own, field)!r}); it may only add "
