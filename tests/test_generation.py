@@ -13,7 +13,7 @@ from phenaki_cli.errors import UserError
 from phenaki_cli.pipeline import Phenaki, check_compatible, plan_windows
 from phenaki_cli.sampling import guided_logits, maskgit_decode, prepare_guided
 from phenaki_cli.transformer import MaskGIT
-from phenaki_cli.transformer.masking import masked_token_loss, random_mask
+from phenaki_cli.transformer.masking import corrupt_visible, masked_token_loss, random_mask
 
 
 def test_plan_windows_cover_every_scene_exactly():
@@ -108,6 +108,28 @@ def test_training_mask_never_touches_the_prefix():
         mask = random_mask((4, 5, 4, 4), prefix, torch.Generator().manual_seed(seed))
         for i, p in enumerate(prefix.tolist()):
             assert not mask[i, :p].any() and mask[i, p:].any()
+
+
+def test_corruption_gives_visible_tokens_a_neighbours_and_keeps_the_targets():
+    tokens = torch.randint(0, 10_000, (4, 3, 6, 6))  # distinct ids: every change shows where it came from
+    masked = random_mask(tuple(tokens.shape), torch.tensor([1, 0, 2, 1]), torch.Generator().manual_seed(0))
+    seen = corrupt_visible(tokens, masked, 0.5, torch.Generator().manual_seed(1))
+    changed = seen != tokens
+    assert not changed[masked].any()
+    assert 0.25 < changed[~masked].float().mean() < 0.5  # a share, less the neighbours past the border
+    padded = torch.nn.functional.pad(tokens, (1, 1, 1, 1), value=-1)
+    neighbours = torch.stack([padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2],
+                              padded[..., 1:-1, 2:]])  # up, down, left, right, in the same time step
+    assert (neighbours == seen).any(0)[changed].all()
+    # the loss with corruption masks the same tokens and predicts the same (true) targets
+    model = build_tiny_phenaki()
+    small = tokens[:, :, :4, :4] % 256
+    text, text_mask = model.text_encoder.embed_batch(["a red square"] * 4)
+    prefix = torch.tensor([1, 0, 2, 1])
+    runs = [masked_token_loss(model.transformer, small, text, text_mask, prefix, 0.0,
+                              torch.Generator().manual_seed(2), corrupt=share) for share in (0.0, 0.0, 0.9)]
+    assert runs[0][0] == runs[1][0] and runs[2][0] != runs[0][0]
+    assert runs[0][1]["masked"] == runs[2][1]["masked"]
 
 
 def test_loss_gradients_reach_text_cross_attention():

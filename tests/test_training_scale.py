@@ -213,10 +213,14 @@ def test_fine_tuning_starts_from_the_given_model(dataset, tmp_path):
     code, _, err = run_cli(*common, "-o", tmp_path / "bad", "--init-from", tmp_path / "base", "--steps", "1",
                            "--tasks", "predict=0.8,box=0.8")
     assert code == 2 and "sum to at most 1" in err
+    code, _, err = run_cli(*common, "-o", tmp_path / "bad", "--init-from", tmp_path / "base", "--steps", "1",
+                           "--corrupt", "1.5")
+    assert code == 2 and "--corrupt must lie in [0, 1), got 1.5" in err and not (tmp_path / "bad").exists()
     # text layers may be added (they start as the identity): the base model's weights carry over unchanged
     (tmp_path / "text.json").write_text('{"text_layers": 1}')
-    code, _, err = run_cli(*common, "-o", tmp_path / "reading", "--init-from", tmp_path / "base", "--steps", "1",
-                           "--lr", "1e-12", "--config", tmp_path / "text.json")
+    own_tokenizer = [a for a in common if a not in ("--tokenizer", dataset / "tok")]  # the base model's, by default
+    code, _, err = run_cli(*own_tokenizer, "-o", tmp_path / "reading", "--init-from", tmp_path / "base", "--steps",
+                           "1", "--lr", "1e-12", "--config", tmp_path / "text.json")
     assert code == 0, err
     base = load_file(str(tmp_path / "base" / "transformer.safetensors"))
     reading = load_file(str(tmp_path / "reading" / "transformer.safetensors"))
@@ -260,7 +264,7 @@ def test_cpu_minutes_keep_equal_compute_checkpoints_and_stop(dataset, tmp_path):
     args = ["train", dataset / "shards", "-o", out, "--tokenizer", dataset / "tok", "--preset", "tiny", "--frames",
             "5", "--prime-frames", "1", "--batch-size", "2", "--steps", "100000", "--save-every", "5",
             "--keep-last", "1", "--preview-every", "0", "--cpu-minutes", "0.01,0.04", "--threads", "1",
-            "--tasks", "predict=0.2,box=0.1", "-q"]
+            "--tasks", "predict=0.2,box=0.1", "--corrupt", "0.1", "-q"]
     code, _, err = run_cli(*args)
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -277,6 +281,7 @@ def test_cpu_minutes_keep_equal_compute_checkpoints_and_stop(dataset, tmp_path):
     alone = ["train", dataset / "shards", "-o", out, "--resume", "--until-step", str(rows[-1]["step"] + 3)]
     code, _, err = run_cli(*alone)
     assert code == 0 and "--cpu-minutes 0.01,0.04" in err and "--tasks predict=0.2,box=0.1," in err, err
+    assert "--corrupt 0.1" in err, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == len(rows)
     bad = [tmp_path / "bad" if a == out else "0.04,0.01" if a == "0.01,0.04" else a for a in args]
     code, _, err = run_cli(*bad)

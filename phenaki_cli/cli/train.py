@@ -237,7 +237,8 @@ def train_command(
         ctx: typer.Context,
         data: str = typer.Argument(..., help="Token shards (`phenaki data encode`), a dataset folder, or 'shapes'."),
         output: Path = typer.Option(..., "--output", "-o", help="Model directory to write (and resume from)."),
-        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model directory of a trained tokenizer."),
+        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model directory of a trained tokenizer "
+                                                     "(default with --init-from: that model's)."),
         text_encoder: Optional[str] = typer.Option(
             None, "--text-encoder", help="T5 directory or hub id used when encoding DATA here (default: build a "
                                          "small one from the captions)."),
@@ -246,6 +247,8 @@ def train_command(
         image_share: float = typer.Option(0.2, "--image-share", help="Share of steps on images (paper: 0.2)."),
         tasks: str = typer.Option("", "--tasks", help="Completion-task shares of the samples, e.g. predict=0.1,"
                                                     "rewind=0.1,infill=0.1,box=0.1 (the rest: plain generation)."),
+        corrupt: float = typer.Option(0.0, "--corrupt", help="Share of the visible tokens replaced by a neighbour's "
+                                      "in training, so the model learns to continue from imperfect tokens."),
         preset: str = typer.Option("shapes", help="Transformer size: reference | shapes | tiny | paper."),
         config_file: Optional[Path] = typer.Option(None, "--config", help="A JSON file of transformer config "
                                                    "fields that override the preset's (e.g. dim, depth)."),
@@ -300,6 +303,8 @@ def train_command(
         base = own if not given(ctx, "preset") else replace(
             TRANSFORMER_PRESETS[preset], **{k: getattr(own, k) for k in DERIVED_FIELDS})
         same_design(_design(base, config_file, attention=attention, positions=positions), own, output)
+    if not resuming and tokenizer is None and init_from is not None:  # a fine-tune's tokens are its model's
+        tokenizer = init_from
     if not resuming and tokenizer is None:
         raise UserError("--tokenizer DIR is required for a new run (a model directory with a trained tokenizer)")
     tok, tokens_hash = load_tokenizer(output if resuming else tokenizer)
@@ -314,7 +319,8 @@ def train_command(
     check_frame_count(windows["frames"], tok.config.temporal_patch_size)
     settings = _loop_settings(TransformerTrainSettings, steps=steps, batch_size=batch_size, lr=lr,
                               save_every=save_every, seed=seed, warmup_cap=200, accumulate=accumulate, ema_decay=ema,
-                              image_share=image_share, **_task_shares(tasks), keep_last=keep_last,
+                              image_share=image_share, **_task_shares(tasks), corrupt_share=corrupt,
+                              keep_last=keep_last,
                               preview_every=preview_every, precision=precision, strategy=strategy,
                               tensorboard=tensorboard, cpu_minutes=cpu_minutes, until_step=until_step)
     settings.validate()

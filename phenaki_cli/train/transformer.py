@@ -46,10 +46,12 @@ class TransformerTrainSettings(LoopSettings):
     rewind_share: float = 0.0
     infill_share: float = 0.0
     box_share: float = 0.0
+    corrupt_share: float = 0.0  # share of the visible tokens replaced by a neighbour's (masking.corrupt_visible)
 
     RUN_FIELDS = {**LoopSettings.RUN_FIELDS, "batch_size": "--batch-size", "text_drop": "text dropout",
                   "image_share": "--image-share", "crop_share": "crop share", "predict_share": "--tasks predict=",
-                  "rewind_share": "--tasks rewind=", "infill_share": "--tasks infill=", "box_share": "--tasks box="}
+                  "rewind_share": "--tasks rewind=", "infill_share": "--tasks infill=", "box_share": "--tasks box=",
+                  "corrupt_share": "--corrupt"}
 
     @property
     def task_mix(self) -> TaskMix:
@@ -61,6 +63,8 @@ class TransformerTrainSettings(LoopSettings):
             self.task_mix.validate()
         except ValueError as e:
             raise UserError(f"--tasks: {e}") from None
+        if not 0 <= self.corrupt_share < 1:  # nan fails this too
+            raise UserError(f"--corrupt must lie in [0, 1), got {self.corrupt_share}")
 
 
 class MaskedTokenObjective(Objective):
@@ -68,15 +72,15 @@ class MaskedTokenObjective(Objective):
 
     metric_names = ("loss", "accuracy")
 
-    def __init__(self, model: MaskGIT, text_drop: float, mix: TaskMix):
+    def __init__(self, model: MaskGIT, text_drop: float, mix: TaskMix, corrupt: float = 0.0):
         super().__init__(model)
-        self.text_drop, self.mix = text_drop, mix
+        self.text_drop, self.mix, self.corrupt = text_drop, mix, corrupt
 
     def loss(self, batch):
         tokens, text, text_mask, prefix, seed, image_step = batch
         generator = torch.Generator().manual_seed(seed)
         loss, stats = masked_token_loss(self.model, tokens, text, text_mask, prefix, self.text_drop, generator,
-                                          self.mix)
+                                          self.mix, self.corrupt)
         return loss, {"loss": loss.item(), "accuracy": stats["accuracy"], "image_step": image_step}
 
 
@@ -165,7 +169,8 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
         write_video(folder / f"step-{step:06d}.mp4", frames, fps)
         (folder / f"step-{step:06d}.txt").write_text(prompt + "\n")
 
-    return fit(out, model, MaskedTokenObjective(model, settings.text_drop, settings.task_mix), settings, resuming, load_batch,
+    objective = MaskedTokenObjective(model, settings.text_drop, settings.task_mix, settings.corrupt_share)
+    return fit(out, model, objective, settings, resuming, load_batch,
                sections=lambda weights: {"tokenizer": (tokenizer.config, tokenizer), "transformer": (config, weights),
                                          "sampling": (sampling, None)},
                where=where, extra={"fps": fps, "text_encoder": TEXT_ENCODER_DIR},

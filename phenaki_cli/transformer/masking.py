@@ -9,7 +9,9 @@ Which tokens may be masked depends on the task a sample trains (one model learns
   are given, the span between them is to be filled;
 - box (in/outpainting): everything outside a rectangle of token positions is given.
 
-Given tokens are never masked; among the others a cosine-drawn share is.
+Given tokens are never masked; among the others a cosine-drawn share is. With `corrupt` a share
+of the tokens left visible is replaced by a neighbour's (`corrupt_visible`), so the model learns to
+continue from tokens as imperfect as its own earlier choices are when it samples.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from phenaki_cli.transformer.maskgit import MaskGIT
 
@@ -111,18 +114,37 @@ def random_mask(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor,
     return mask_among(task_given(shape, prefix_steps, ["generate"] * shape[0], generator), generator)
 
 
+def corrupt_visible(tokens: torch.Tensor, masked: torch.Tensor, share: float,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """(b, T, h, w) tokens with a `share` of the positions not `masked` given the token of a random one of
+    their four neighbours in the same time step (clamped at the border): a plausible wrong code, an edge
+    or a colour one patch off, the kind of error a sampled step passes to the next."""
+    b, t, h, w = tokens.shape
+    pick = (torch.rand(tokens.shape, generator=generator) < share).to(tokens.device) & ~masked
+    step = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]])[torch.randint(4, tokens.shape, generator=generator)]
+    rows = (torch.arange(h).view(h, 1) + step[..., 0]).clamp(0, h - 1)
+    cols = (torch.arange(w).view(1, w) + step[..., 1]).clamp(0, w - 1)
+    source = rearrange(rows * w + cols, "b t h w -> b t (h w)").to(tokens.device)
+    neighbour = rearrange(rearrange(tokens, "b t h w -> b t (h w)").gather(2, source), "b t (h w) -> b t h w", h=h)
+    return torch.where(pick, neighbour, tokens)
+
+
 def masked_token_loss(model: MaskGIT, tokens: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                       prefix_steps: torch.Tensor, text_drop: float = 0.1,
-                      generator: torch.Generator | None = None, mix: TaskMix | None = None) -> tuple[torch.Tensor, dict]:
+                      generator: torch.Generator | None = None, mix: TaskMix | None = None,
+                      corrupt: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on the masked tokens of (b, T, h, w) grids; the text of a `text_drop`
-    share of the samples is replaced by the null context (for classifier-free guidance)."""
+    share of the samples is replaced by the null context (for classifier-free guidance), and a
+    `corrupt` share of the visible tokens by a neighbour's (the targets stay the true tokens)."""
     # drawn on the CPU from the step's generator (reproducible on any device), then moved
     tasks = (mix or TaskMix()).draw(tokens.shape[0], generator)
     given = task_given(tuple(tokens.shape), prefix_steps.cpu(), tasks, generator)
     mask = mask_among(given, generator).to(tokens.device)
     drop = torch.rand(tokens.shape[0], generator=generator) < text_drop
     context = model.prepare(text, text_mask, tokens.shape[1], drop=drop)
-    logits = model(tokens.masked_fill(mask, model.config.mask_id), context, only=mask)
+    seen = corrupt_visible(tokens, mask, corrupt, generator) if corrupt else tokens  # drawn last: masks and
+    # drops are those of a run without corruption
+    logits = model(seen.masked_fill(mask, model.config.mask_id), context, only=mask)
     loss = F.cross_entropy(logits, tokens[mask])
     with torch.no_grad():
         accuracy = (logits.argmax(-1) == tokens[mask]).float().mean().item()
