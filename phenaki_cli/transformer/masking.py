@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 
 from phenaki_cli.transformer.maskgit import MaskGIT
 
@@ -119,13 +118,12 @@ def corrupt_visible(tokens: torch.Tensor, masked: torch.Tensor, share: float,
     """(b, T, h, w) tokens with a `share` of the positions not `masked` given the token of a random one of
     their four neighbours in the same time step (clamped at the border): a plausible wrong code, an edge
     or a colour one patch off, the kind of error a sampled step passes to the next."""
-    b, t, h, w = tokens.shape
+    h, w = tokens.shape[-2:]
     pick = (torch.rand(tokens.shape, generator=generator) < share).to(tokens.device) & ~masked
     step = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]])[torch.randint(4, tokens.shape, generator=generator)]
     rows = (torch.arange(h).view(h, 1) + step[..., 0]).clamp(0, h - 1)
     cols = (torch.arange(w).view(1, w) + step[..., 1]).clamp(0, w - 1)
-    source = rearrange(rows * w + cols, "b t h w -> b t (h w)").to(tokens.device)
-    neighbour = rearrange(rearrange(tokens, "b t h w -> b t (h w)").gather(2, source), "b t (h w) -> b t h w", h=h)
+    neighbour = tokens.flatten(2).gather(2, (rows * w + cols).flatten(2).to(tokens.device)).view_as(tokens)
     return torch.where(pick, neighbour, tokens)
 
 
