@@ -209,28 +209,45 @@ def masked_fit(transformer, tokens: torch.Tensor, context, guidance: float, code
     return fit
 
 
+def tokens_to_edit(fit: torch.Tensor, head: int, strength: float,
+                   source_fit: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool mask (B, T, h, w) of the `strength` share of the tokens after the first `head` time
+    steps with the lowest `fit` (log-likelihood under the new prompt), or, given `source_fit`
+    (under the source prompt), with the largest fall from one to the other."""
+    score = fit if source_fit is None else fit - source_fit
+    score = score.clone()
+    score[:, :head] = torch.inf  # the carried time steps are never chosen
+    count = int(round(strength * score[:, head:].numel()))
+    chosen = torch.zeros(score.numel(), dtype=torch.bool)
+    chosen[score.flatten().argsort()[:count]] = True
+    return chosen.reshape(score.shape)
+
+
 @torch.inference_mode()
 def edit_window(model: Phenaki, window: np.ndarray, prompt: str, carried: int, strength: float,
-                settings: SamplingConfig, seed: int) -> np.ndarray:
-    """Re-sample the `strength` share of the window's tokens that the new prompt finds least
-    likely (the model's own judgement of what the prompt wants changed: `masked_fit`); keep the rest. The
-    `carried` frames at the start (the previous window's output) are given and kept."""
+                settings: SamplingConfig, seed: int, source_prompt: str | None = None) -> np.ndarray:
+    """Re-sample the `strength` share of the window's tokens that the edit should change; keep the rest.
+    Which tokens: without `source_prompt`, those the new prompt finds least likely (`masked_fit`);
+    with it, those whose likelihood falls most from the source prompt (what the video shows) to the
+    new one, so tokens that neither prompt explains better (the background, an object the edit does
+    not touch) are not chosen merely for being hard to predict. The `carried` frames at the start
+    (the previous window's output) are given and kept."""
     tok, transformer = model.tokenizer, model.transformer
     tokens = tok.encode(frames_to_tensor(window)[None])
     time_steps = tokens.shape[1]
     head = tok.config.time_steps(carried) if carried else 0
     context = _prompt_context(model, prompt, time_steps, settings.guidance)
     fit = masked_fit(transformer, tokens, context, settings.guidance, tok.config.codebook_size, seed)
-    fit[:, :head] = torch.inf  # the frames carried over from the previous window stay
-    editable = int(fit[:, head:].numel())
-    count = int(round(strength * editable))
-    if count == 0:
+    source_fit = None
+    if source_prompt is not None:  # the same groups (seed) under both prompts: only the text differs
+        source = _prompt_context(model, source_prompt, time_steps, settings.guidance)
+        source_fit = masked_fit(transformer, tokens, source, settings.guidance, tok.config.codebook_size, seed)
+    chosen = tokens_to_edit(fit, head, strength, source_fit)
+    if not chosen.any():
         return window
-    worst = fit.flatten().argsort()[:count]
-    masked = tokens.flatten().clone()
-    masked[worst] = transformer.config.mask_id
+    masked = tokens.masked_fill(chosen, transformer.config.mask_id)
     generator = torch.Generator().manual_seed(seed)
-    filled = maskgit_decode(transformer, masked.reshape(tokens.shape), context, settings.steps, settings.guidance,
+    filled = maskgit_decode(transformer, masked, context, settings.steps, settings.guidance,
                             settings.temperature, tok.config.codebook_size, generator)
     frames = tensor_to_frames(tok.decode(filled)[0])
     frames[:carried] = window[:carried]

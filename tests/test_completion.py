@@ -6,7 +6,7 @@ import torch
 
 from conftest import build_tiny_phenaki, run_cli
 from phenaki_cli.completion import (completion_frames, edit_window, fill, given_tokens, process_windows,
-                                    window_spans)
+                                    tokens_to_edit, window_spans)
 from phenaki_cli.transformer.masking import TaskMix, mask_among, task_given
 from phenaki_cli.video_io import read_video, write_png, write_video
 
@@ -91,6 +91,20 @@ def test_edit_keeps_the_carried_frames_and_processes_any_length(tiny):
     assert frames.shape == video.shape and seen[0] == (9, 0) and all(c == 5 for _, c in seen[1:])
 
 
+def test_edits_choose_the_tokens_the_new_prompt_explains_worse_than_the_source_prompt():
+    fit = torch.zeros(1, 3, 2, 2)
+    fit[0, 1, 0, 0] = -5.0  # hard to predict under any prompt (e.g. an object the edit does not mention)
+    fit[0, 2, 1, 1] = -1.0
+    source_fit = fit.clone()
+    source_fit[0, 1, 0, 0] = -5.0  # ... just as hard under the source prompt: no reason to change it
+    source_fit[0, 2, 1, 1] = 0.0  # the source prompt explains this one; the new prompt does not
+    share = 1 / 8  # one of the 8 tokens after the carried time step
+    assert torch.nonzero(tokens_to_edit(fit, 1, share)).tolist() == [[0, 1, 0, 0]]
+    assert torch.nonzero(tokens_to_edit(fit, 1, share, source_fit)).tolist() == [[0, 2, 1, 1]]
+    everything = tokens_to_edit(fit, 1, 1.0, source_fit)
+    assert not everything[:, :1].any() and everything[:, 1:].all()  # the carried head is never chosen
+
+
 def test_complete_inpaint_edit_commands(tiny_phenaki_dir, tmp_path):
     rng = np.random.default_rng(2)
     frames = np.repeat(rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8), 11, axis=0)
@@ -109,7 +123,7 @@ def test_complete_inpaint_edit_commands(tiny_phenaki_dir, tmp_path):
     outside[8:24, 8:24] = False
     assert len(out) == 11 and np.array_equal(out[:, outside], frames[:, outside])
     code, _, err = run_cli("edit", tmp_path / "in", "a blue circle", "-o", tmp_path / "edit.mp4", "--strength",
-                           "0.4", *common)
+                           "0.4", "--source-prompt", "a red square stays still", *common)
     assert code == 0, err
     assert len(read_video(tmp_path / "edit.mp4").frames) == 11
     write_png(tmp_path / "end.png", frames[0])

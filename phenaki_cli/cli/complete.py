@@ -136,6 +136,9 @@ def edit(video: Path = typer.Argument(..., help="The video to edit."),
          output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
          strength: float = typer.Option(0.5, "--strength", help="Share of tokens re-sampled, 0..1 (those the prompt "
                                                                 "finds least likely)."),
+         source_prompt: Optional[str] = typer.Option(None, "--source-prompt", help="What the video shows now: "
+                                                     "re-sample the tokens whose likelihood falls most from it "
+                                                     "to PROMPT instead (keeps what the edit does not touch)."),
          model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
          steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
          temperature: Optional[float] = TemperatureOption, overwrite: bool = OverwriteOption,
@@ -149,8 +152,9 @@ def edit(video: Path = typer.Argument(..., help="The video to edit."),
     phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
     frames = _read(video, phenaki, quiet=quiet or as_json)
     chunks = process_windows(frames, settings, lambda window, carried: edit_window(
-        phenaki, window, prompt, carried, strength, settings, seed))
-    _write(output, chunks, phenaki.fps, {"strength": strength, "prompt": prompt, "seed": seed}, as_json, quiet)
+        phenaki, window, prompt, carried, strength, settings, seed, source_prompt))
+    _write(output, chunks, phenaki.fps, {"strength": strength, "prompt": prompt, "source_prompt": source_prompt,
+                                         "seed": seed}, as_json, quiet)
 
 
 def generate_between(prompt: str, output: Path, start: Optional[Path], end: Path, seconds: float, model: Path,

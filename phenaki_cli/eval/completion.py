@@ -7,8 +7,9 @@ keeps some of the truth and asks the model for the rest under the scene's captio
   model's prime frames); the analyser judges the whole output against the caption;
 - inpaint: the box around one object's path is regenerated, the rest kept;
 - edit: a two-object scene, re-prompted with one object's action changed (`the red circle turns
-  blue`, `... moves left`); the edited clause is judged, and the other object's trajectory
-  must stay within 2 px of the source (the prompt does not mention it).
+  blue`, `... moves left`) and edited with the scene's caption as the source prompt (the tokens
+  whose likelihood falls most are re-sampled); the edited clause is judged, and the other object's
+  trajectory must stay within 2 px of the source (the prompt does not mention it).
 
 Kept pixels are reported as PSNR against the source (completion keeps them exactly).
 """
@@ -83,14 +84,16 @@ def _path(frames: np.ndarray, background: str, color: str, shape: str) -> list[t
             for blobs in find_blobs(frames, [background] * len(frames))]
 
 
-def score_case(model: Phenaki, task: str, index: int, settings: SamplingConfig, seed: int) -> CaseResult:
+def score_case(model: Phenaki, task: str, index: int, settings: SamplingConfig, seed: int,
+               edit_from_source: bool = True, strength: float = 0.5) -> CaseResult:
     frames = settings.window_frames
     given = settings.prime_frames
     if task == "edit":
         caption, truth = _scene(model, index, frames, objects=2)
         edit = _edited(caption, split_rng("test", index))
         out = np.concatenate(list(process_windows(truth, settings, lambda w, c: edit_window(
-            model, w, edit.text(), c, 0.5, settings, seed + index))))
+            model, w, edit.text(), c, strength, settings, seed + index,
+            caption.text() if edit_from_source else None))))
         ok = analyse(out, [edit], [(0, len(out))]).clauses[0].ok
         other = caption.clauses[1]
         before = _path(truth, caption.background, other.color, other.shape)
