@@ -214,8 +214,7 @@ def tokens_to_edit(fit: torch.Tensor, head: int, strength: float,
     """Bool mask (B, T, h, w) of the `strength` share of the tokens after the first `head` time
     steps with the lowest `fit` (log-likelihood under the new prompt), or, given `source_fit`
     (under the source prompt), with the largest fall from one to the other."""
-    score = fit if source_fit is None else fit - source_fit
-    score = score.clone()
+    score = (fit if source_fit is None else fit - source_fit).clone()
     score[:, :head] = torch.inf  # the carried time steps are never chosen
     count = int(round(strength * score[:, head:].numel()))
     chosen = torch.zeros(score.numel(), dtype=torch.bool)

@@ -135,7 +135,7 @@ def edit(video: Path = typer.Argument(..., help="The video to edit."),
          prompt: str = typer.Argument(..., help="The video as it should be, e.g. 'the red circle turns blue'."),
          output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
          strength: float = typer.Option(0.5, "--strength", help="Share of tokens re-sampled, 0..1 (those the prompt "
-                                                                "finds least likely)."),
+                                                                "finds least likely, or see --source-prompt)."),
          source_prompt: Optional[str] = typer.Option(None, "--source-prompt", help="What the video shows now: "
                                                      "re-sample the tokens whose likelihood falls most from it "
                                                      "to PROMPT instead (keeps what the edit does not touch)."),
