@@ -45,7 +45,7 @@ eval: $(STAMP)
 
 # Completion tasks on 30 Shapes World test scenes each (README: Completing and editing video).
 eval-tasks: $(STAMP)
-	for task in predict rewind infill inpaint edit; do \
+	for task in predict rewind infill image inpaint edit; do \
 		$(BIN)/phenaki eval --generate 30 --task $$task --model $(MODEL) --quiet || exit 1; \
 	done
 

@@ -156,7 +156,7 @@ def test_bad_completion_input_gets_one_line(tiny_phenaki_dir, tmp_path, args, me
 
 def test_eval_task_scores_completion_cases(tiny_phenaki_dir):
     import json
-    for task in ("rewind", "inpaint", "edit"):
+    for task in ("rewind", "image", "inpaint", "edit"):
         code, out, err = run_cli("eval", "--generate", "1", "--task", task, "--model", tiny_phenaki_dir, "--json")
         assert code == 0, err
         summary = json.loads(out)
@@ -165,6 +165,12 @@ def test_eval_task_scores_completion_cases(tiny_phenaki_dir):
             assert "kept_trajectory" in summary
         else:  # completion keeps the given pixels exactly
             assert summary["kept_exact"] == 1 and summary["kept_psnr_min"] is None
+    code, out, err = run_cli("eval", "--generate", "1", "--task", "rewind", "--iterations", "1", "--model",
+                             tiny_phenaki_dir, "--json")
+    assert code == 0 and json.loads(out)["kept_exact"] == 1, err
+    code, _, err = run_cli("eval", "--generate", "1", "--task", "predict", "--iterations", "2", "--model",
+                           tiny_phenaki_dir)
+    assert code == 2 and "--iterations sets the re-encode rounds of --task rewind, infill or inpaint" in err
     code, _, err = run_cli("eval", "--task", "predict", "--model", tiny_phenaki_dir)
     assert code == 2 and "give --generate N too" in err
     code, _, err = run_cli("eval", "--generate", "1", "--task", "dance", "--model", tiny_phenaki_dir)

@@ -51,6 +51,9 @@ GuidanceOption = typer.Option(None, "--guidance", help="Classifier-free guidance
                               callback=number("--guidance", 0))
 TemperatureOption = typer.Option(None, "--temperature", help="Confidence noise, annealed to 0 over the steps.",
                                  callback=number("--temperature", 0))
+IterationsOption = typer.Option(None, "--iterations", help="Re-encode rounds when known frames or pixels come after "
+                                                           "or beside unknown ones (default 3; 1 when only the head "
+                                                           "is known).", callback=number("--iterations", 1))
 PrimeOption = typer.Option(None, "--prime-frames", help="K frames re-encoded to start each later window (1 + t·m).",
                            callback=number("--prime-frames", 1))
 FpsOption = typer.Option(None, "--fps", help="Frame rate of the output and of scene durations (default: the model's).",

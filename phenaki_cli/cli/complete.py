@@ -13,14 +13,11 @@ from typing import Iterator, Optional
 import numpy as np
 import typer
 
-from phenaki_cli.cli.common import (GuidanceOption, JsonOption, ModelOption, OverwriteOption, QuietOption, SeedOption,
-                                    StepsOption, TemperatureOption, TextEncoderOption, say, setup,
-                                    trim_note, video_target)
+from phenaki_cli.cli.common import (GuidanceOption, IterationsOption, JsonOption, ModelOption, OverwriteOption,
+                                    QuietOption, SeedOption, StepsOption, TemperatureOption, TextEncoderOption, say,
+                                    setup, trim_note, video_target)
 from phenaki_cli.errors import UserError
 
-IterationsOption = typer.Option(None, "--iterations", help="Re-encode rounds when known frames or pixels come after "
-                                                           "or beside unknown ones (default 3; 1 when only the head "
-                                                           "is known).")
 FramesOption = typer.Option(None, "--frames", help="Frames of the output (1 + t·n, one window; default: the "
                                                    "model's window).")
 

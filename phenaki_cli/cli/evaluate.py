@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text  # user text (clauses, file names) is shown as is, never read as markup
 
-from phenaki_cli.cli.common import (GuidanceOption, JsonOption, ModelOption, QuietOption, SeedOption, StepsOption,
-                                    TemperatureOption, err, out, scene_bounds, setup)
+from phenaki_cli.cli.common import (GuidanceOption, IterationsOption, JsonOption, ModelOption, QuietOption, SeedOption,
+                                    StepsOption, TemperatureOption, err, out, scene_bounds, setup)
 from phenaki_cli.errors import UserError
 
 
@@ -25,12 +25,12 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
                  scenes: str = typer.Option("2-6", help="With --generate: scenes per story, MIN-MAX."),
                  task: Optional[str] = typer.Option(
                      None, "--task", help="With --generate: score a completion task instead of stories: predict | "
-                                          "rewind | infill | inpaint | edit."),
+                                          "rewind | infill | image | inpaint | edit."),
                  ceiling: bool = typer.Option(False, "--ceiling", help="With --generate: score the true stories "
                                               "through the tokenizer alone (the best any transformer can do)."),
                  model: Path = ModelOption, seed: int = SeedOption, steps: Optional[int] = StepsOption,
                  guidance: Optional[float] = GuidanceOption, temperature: Optional[float] = TemperatureOption,
-                 as_json: bool = JsonOption, quiet: bool = QuietOption):
+                 iterations: Optional[int] = IterationsOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Score Shapes World videos: per-clause presence and motion, continuity at scene cuts."""
     from phenaki_cli.eval.suite import aggregate, score_suite, score_video
 
@@ -40,8 +40,10 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
         raise UserError("--ceiling scores the --generate N stories through the tokenizer (not with --task)")
     if sum(x is not None for x in (video, suite, generate)) != 1:
         raise UserError("give one of: a VIDEO (with --story or a sidecar JSON), --suite DIR, or --generate N")
+    if iterations is not None and task not in ("rewind", "infill", "inpaint"):
+        raise UserError("--iterations sets the re-encode rounds of --task rewind, infill or inpaint")
     if task is not None:
-        _eval_task(task, generate, model, seed, steps, guidance, temperature, as_json, quiet)
+        _eval_task(task, generate, model, seed, steps, guidance, temperature, iterations, as_json, quiet)
         return
     if generate is not None:
         _eval_generated(generate, split, scenes, model, seed, steps, guidance, temperature, as_json, quiet, ceiling)
@@ -110,8 +112,8 @@ def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int,
                   f"{summary['psnr_worst']:.2f} dB)")
 
 
-def _eval_task(task: str, count: int, model: Path, seed: int, steps, guidance, temperature, as_json: bool,
-               quiet: bool) -> None:
+def _eval_task(task: str, count: int, model: Path, seed: int, steps, guidance, temperature,
+               iterations: Optional[int], as_json: bool, quiet: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from phenaki_cli.eval.completion import TASKS, evaluate
@@ -127,7 +129,8 @@ def _eval_task(task: str, count: int, model: Path, seed: int, steps, guidance, t
     with Progress(TextColumn(f"[bold]eval {task}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=quiet or as_json) as progress:
         bar = progress.add_task("eval", total=count)
-        summary = evaluate(phenaki, task, count, settings, seed, on_case=lambda r: progress.advance(bar))
+        summary = evaluate(phenaki, task, count, settings, seed, on_case=lambda r: progress.advance(bar),
+                           iterations=iterations)
     summary = {"model": str(model), "seed": seed, **summary}
     if as_json:
         print(json.dumps(summary))

@@ -5,6 +5,8 @@ keeps some of the truth and asks the model for the rest under the scene's captio
 
 - predict / rewind / infill: the first K, last K, or first and last K frames are kept (K = the
   model's prime frames); the analyser judges the whole output against the caption;
+- image: image-to-video (`generate --image`): the scene's first frame is given, the model makes
+  the rest of the window from it and the caption, and the whole clip is judged;
 - inpaint: the box around one object's path is regenerated, the rest kept;
 - edit: a two-object scene, re-prompted with one object's action changed (`the red circle turns
   blue`, `... moves left`) and edited with the scene's caption as the source prompt (the tokens
@@ -29,7 +31,7 @@ from phenaki_cli.eval.analyser import analyse, find_blobs, match
 from phenaki_cli.eval.metrics import psnr
 from phenaki_cli.pipeline import Phenaki
 
-TASKS = ("predict", "rewind", "infill", "inpaint", "edit")
+TASKS = ("predict", "rewind", "infill", "image", "inpaint", "edit")
 KEEP_PX = 2.0  # how far an object the edit does not mention may drift (at 64 px)
 
 
@@ -85,7 +87,8 @@ def _path(frames: np.ndarray, background: str, color: str, shape: str) -> list[t
 
 
 def score_case(model: Phenaki, task: str, index: int, settings: SamplingConfig, seed: int,
-               edit_from_source: bool = True, strength: float = 0.5) -> CaseResult:
+               edit_from_source: bool = True, strength: float = 0.5, iterations: int | None = None) -> CaseResult:
+    """`iterations`: re-encode rounds of `fill` (rewind, infill, inpaint; None: its default)."""
     frames = settings.window_frames
     given = settings.prime_frames
     if task == "edit":
@@ -104,23 +107,29 @@ def score_case(model: Phenaki, task: str, index: int, settings: SamplingConfig, 
         return CaseResult(index, edit.text(), ok, float("nan"), kept,  # an edit keeps no pixels exactly
                           {"source": caption.text(), "max_drift_px": max(drift) if drift else None})
     caption, truth = _scene(model, index, frames)
+    if task == "image":  # what `generate --image` runs: the start frame heads the output as given
+        start = truth[:1]
+        new = [f for _, f in model.generate([(caption.text(), frames - 1)], settings, seed + index, start)]
+        out = np.concatenate([start, *new])
+        ok = analyse(out, [caption], [(0, len(out))]).prompt_accuracy == 1.0
+        return CaseResult(index, caption.text(), ok, psnr(truth[:1], out[:1]))
     if task == "inpaint":
         region = _box_around(truth, caption, model.tokenizer.config.patch_size)
         known = np.broadcast_to(~region, truth.shape[:3]).copy()
         source = truth
     else:
         source, known = completion_frames(truth, task, given, frames)
-    out = fill(model, source, known, caption.text(), settings, seed + index).frames
+    out = fill(model, source, known, caption.text(), settings, seed + index, iterations).frames
     ok = analyse(out, [caption], [(0, len(out))]).prompt_accuracy == 1.0
     return CaseResult(index, caption.text(), ok, psnr(truth[known], out[known]))
 
 
 def evaluate(model: Phenaki, task: str, cases: int, settings: SamplingConfig | None = None, seed: int = 0,
-             on_case: Callable[[CaseResult], None] | None = None) -> dict:
+             on_case: Callable[[CaseResult], None] | None = None, iterations: int | None = None) -> dict:
     settings = settings or model.sampling
     results = []
     for index in range(cases):
-        results.append(score_case(model, task, index, settings, seed))
+        results.append(score_case(model, task, index, settings, seed, iterations=iterations))
         if on_case is not None:
             on_case(results[-1])
     summary = {"task": task, "cases": len(results), "prompt_accuracy": float(np.mean([r.ok for r in results]))}
