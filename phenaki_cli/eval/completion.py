@@ -108,18 +108,18 @@ def score_case(model: Phenaki, task: str, index: int, settings: SamplingConfig, 
                           {"source": caption.text(), "max_drift_px": max(drift) if drift else None})
     caption, truth = _scene(model, index, frames)
     if task == "image":  # what `generate --image` runs: the start frame heads the output as given
-        start = truth[:1]
-        new = [f for _, f in model.generate([(caption.text(), frames - 1)], settings, seed + index, start)]
-        out = np.concatenate([start, *new])
-        ok = analyse(out, [caption], [(0, len(out))]).prompt_accuracy == 1.0
-        return CaseResult(index, caption.text(), ok, psnr(truth[:1], out[:1]))
-    if task == "inpaint":
-        region = _box_around(truth, caption, model.tokenizer.config.patch_size)
-        known = np.broadcast_to(~region, truth.shape[:3]).copy()
-        source = truth
+        known = np.zeros(truth.shape[:3], dtype=bool)
+        known[0] = True
+        new = [f for _, f in model.generate([(caption.text(), frames - 1)], settings, seed + index, truth[:1])]
+        out = np.concatenate([truth[:1], *new])
     else:
-        source, known = completion_frames(truth, task, given, frames)
-    out = fill(model, source, known, caption.text(), settings, seed + index, iterations).frames
+        if task == "inpaint":
+            region = _box_around(truth, caption, model.tokenizer.config.patch_size)
+            known = np.broadcast_to(~region, truth.shape[:3]).copy()
+            source = truth
+        else:
+            source, known = completion_frames(truth, task, given, frames)
+        out = fill(model, source, known, caption.text(), settings, seed + index, iterations).frames
     ok = analyse(out, [caption], [(0, len(out))]).prompt_accuracy == 1.0
     return CaseResult(index, caption.text(), ok, psnr(truth[known], out[known]))
 
