@@ -69,3 +69,24 @@ def test_negative_controls_score_low():
     for videos in (noise, blank):
         accuracy, continuity = score(videos, few)
         assert accuracy <= 0.05 and continuity <= 0.05
+
+
+def test_extra_objects_are_counted_and_stray_pixels_are_not():
+    """The clause checks pass whatever else is drawn; the extra-object count is what sees a
+    second blob (the failure of a model that draws three blobs for one object)."""
+    stories = STORIES[:20]
+    for frames, sample in [(s.rendering.frames, s) for s in stories] + [(degrade(s.rendering.frames, i), s)
+                                                                        for i, s in enumerate(stories)]:
+        report = analyse(frames, sample.captions, sample.rendering.scene_ranges)
+        # a colour blend's middle frame can pass for a third colour: rare, and never half a scene
+        assert np.mean([k for scene in report.extra_objects for k in scene]) <= 0.1, sample.captions
+        assert all(report.clean_scenes) and len(report.clean_scenes) == len(sample.captions)
+    for s in stories:
+        used = {c.color for caption in s.captions for c in caption.clauses}
+        used |= {c.argument for caption in s.captions for c in caption.clauses if c.verb == "turns"}
+        spare = next(c for c in COLORS if c not in used)
+        frames = s.rendering.frames.copy()
+        frames[:, 1:11, 1:11] = COLORS[spare]  # a 10 px square no clause names, in every frame
+        report = analyse(frames, s.captions, s.rendering.scene_ranges)
+        assert not any(report.clean_scenes), s.captions
+        assert np.mean([k for scene in report.extra_objects for k in scene]) >= 0.9

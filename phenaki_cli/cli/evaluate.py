@@ -71,6 +71,12 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
     cont = summary["continuity"]
     out.print(f"prompt accuracy {summary['prompt_accuracy']:.3f} over {summary['clauses']} clauses; continuity "
               + ("n/a (one scene)" if cont is None else f"{cont:.3f} over {summary['boundaries']} checks"))
+    out.print(_extra_objects_line(summary))
+
+
+def _extra_objects_line(summary: dict) -> str:
+    return (f"extra objects (blobs beyond the story's, which the accuracy ignores): "
+            f"{summary['extra_objects_per_frame']:.2f} per frame; clean scenes {summary['clean_scenes']:.3f}")
 
 
 def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int, steps, guidance, temperature,
@@ -107,6 +113,7 @@ def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int,
     table.add_row(split, summary["videos"], str(summary["stories"]), str(summary["clauses"]), fmt(summary["prompt_accuracy"]),
                   fmt(summary["continuity"]), str(summary["held_out_clauses"]), fmt(summary["held_out_accuracy"]))
     out.print(table)
+    out.print(_extra_objects_line(summary))
     if "psnr" in summary:
         out.print(f"tokenizer PSNR against the true stories: {summary['psnr']:.2f} dB (worst story "
                   f"{summary['psnr_worst']:.2f} dB)")

@@ -18,11 +18,16 @@ it) and its *action* is checked from its first and last tracked frames:
   turns: its colour in the last frames is the named one.
 Per scene boundary and per object that exists there: *continuity* — found on both
 sides with no jump in position (≤ 3 px), size (±25 %) or colour.
+Per scene: *extra objects* — solid blobs (large enough to show a shape, with an interior, so
+not a speck or a thin halo of blur) of a colour beyond the story's objects that may show it
+then (its colour at the scene's start, or the one it turns), frame by frame. The clause checks ignore them (any matching blob passes), so this
+is what says a model draws three blobs where the prompt names one.
 All lengths are for 64 px and scale with the frame size.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +55,7 @@ class Blob:
     touches_border: bool
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 inclusive
     scale: float  # frame size / 64
+    interior: int  # pixels whose 8 neighbours are all in the blob: none in a 1–2 px halo of blur
 
     @property
     def shape(self) -> str:
@@ -62,6 +68,12 @@ class Blob:
     @property
     def shapeless(self) -> bool:
         return self.area < SHAPELESS_AREA * self.scale ** 2
+
+    @property
+    def solid(self) -> bool:
+        """Large and thick enough to be an object of its own, not a stray speck or the thin ring of
+        another colour that blur leaves around an object's edge."""
+        return not self.shapeless and self.interior >= MIN_AREA * self.scale ** 2
 
     def radius(self, shape: str) -> float:
         return float(np.sqrt(self.area / SHAPE_AREA[shape]))
@@ -119,8 +131,20 @@ def find_blobs(frames: np.ndarray, backgrounds: list[str]) -> list[list[Blob]]:
             lower = float((py > (y0 + y1) / 2).sum() + 0.5 * (py == (y0 + y1) / 2).sum()) / area
             found.append(Blob(color, area, float(px.mean()) + 0.5, float(py.mean()) + 0.5,
                               area / float((x1 - x0 + 1) * (y1 - y0 + 1)), lower,
-                              bool(x0 == 0 or y0 == 0 or x1 == w - 1 or y1 == h - 1), (x0, y0, x1, y1), scale))
+                              bool(x0 == 0 or y0 == 0 or x1 == w - 1 or y1 == h - 1), (x0, y0, x1, y1), scale,
+                              _interior(mask)))
     return blobs
+
+
+def _interior(mask: np.ndarray) -> int:
+    """Pixels of a mask whose 3×3 neighbourhood lies wholly inside it (a one-step erosion)."""
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    inside = mask.copy()
+    for dy in range(3):
+        for dx in range(3):
+            inside &= padded[dy:dy + h, dx:dx + w]
+    return int(inside.sum())
 
 
 def match(blobs: list[Blob], color: str, shape: str) -> Blob | None:
@@ -168,6 +192,12 @@ class BoundaryResult:
 class Report:
     clauses: list[ClauseResult] = field(default_factory=list)
     boundaries: list[BoundaryResult] = field(default_factory=list)
+    extra_objects: list[list[int]] = field(default_factory=list)  # per scene, per frame: blobs beyond the story's
+
+    @property
+    def clean_scenes(self) -> list[bool]:
+        """Per scene: no extra object in at least half of its frames."""
+        return [2 * sum(k > 0 for k in scene) <= len(scene) for scene in self.extra_objects]
 
     @property
     def prompt_accuracy(self) -> float:
@@ -180,7 +210,16 @@ class Report:
     def to_dict(self) -> dict:
         return {"prompt_accuracy": self.prompt_accuracy, "continuity": self.continuity,
                 "clauses": [dict(vars(c), ok=c.ok) for c in self.clauses],
-                "boundaries": [vars(b) for b in self.boundaries]}
+                "boundaries": [vars(b) for b in self.boundaries],
+                "extra_objects": self.extra_objects, "clean_scenes": self.clean_scenes}
+
+
+def extra_object_figures(reports: list[Report]) -> dict:
+    """Over many reports: extra objects per frame, and the share of scenes that are clean."""
+    frames = [k for r in reports for scene in r.extra_objects for k in scene]
+    clean = [c for r in reports for c in r.clean_scenes]
+    return {"extra_objects_per_frame": float(np.mean(frames)) if frames else None,
+            "clean_scenes": float(np.mean(clean)) if clean else None}
 
 
 def _check_action(clause, path: list[Blob | None], n: int, scale: float) -> tuple[bool, str]:
@@ -254,10 +293,20 @@ def analyse(frames: np.ndarray, captions: list[Caption], scene_ranges: list[tupl
         for clause in caption.clauses:
             if clause.article == "a":
                 names.append((clause.color, clause.shape))
+        # each object may show its colour at the scene's start and, if it turns, the named one
+        may_show = Counter(color for color, _ in names)
+        may_show.update(clause.argument for clause in caption.clauses if clause.verb == "turns")
+        report.extra_objects.append([_extra_objects(frame, may_show) for frame in scene_blobs])
         for clause in caption.clauses:
             if clause.verb == "turns" and (clause.color, clause.shape) in names:
                 names[names.index((clause.color, clause.shape))] = (clause.argument, clause.shape)
     return report
+
+
+def _extra_objects(frame: list[Blob], may_show: Counter) -> int:
+    """Solid blobs of each colour beyond the story's objects that may show that colour."""
+    solid = Counter(b.color for b in frame if b.solid)
+    return sum(max(0, k - may_show[color]) for color, k in solid.items())
 
 
 def _check_boundary(report: Report, boundary: int, names, before: list[Blob], after: list[Blob], scale: float):
