@@ -90,8 +90,9 @@ def test_render_and_eval_a_story(tmp_path):
     assert code == 0, stderr
     result = json.loads(stdout)
     assert result["prompt_accuracy"] == 1.0 and result["continuity"] == 1.0
+    assert result["clean_scenes"] == 1.0 and result["extra_objects_per_frame"] <= 0.1  # a true render
     code, stdout, _ = run_cli("eval", "--suite", tmp_path)
-    assert code == 0 and "prompt accuracy 1.000 over 3 clauses" in stdout
+    assert code == 0 and "prompt accuracy 1.000 over 3 clauses" in stdout and "clean scenes 1.000" in stdout
 
 
 def test_eval_names_bad_script_words(tmp_path):

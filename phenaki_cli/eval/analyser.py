@@ -20,8 +20,9 @@ Per scene boundary and per object that exists there: *continuity* — found on b
 sides with no jump in position (≤ 3 px), size (±25 %) or colour.
 Per scene: *extra objects* — solid blobs (large enough to show a shape, with an interior, so
 not a speck or a thin halo of blur) of a colour beyond the story's objects that may show it
-then (its colour at the scene's start, or the one it turns), frame by frame. The clause checks ignore them (any matching blob passes), so this
-is what says a model draws three blobs where the prompt names one.
+then (its colour at the scene's start, or the one it turns), frame by frame. The clause
+checks ignore them (any matching blob passes), so this is what says a model draws three
+blobs where the prompt names one.
 All lengths are for 64 px and scale with the frame size.
 """
 
