@@ -155,6 +155,37 @@ def test_text_layers_let_the_transformer_read_word_order():
         dataclasses.replace(plain_config, text_layers=1, dim_head=6).validate()
 
 
+def test_fresh_cross_attention_forgets_the_text_and_keeps_the_rest():
+    """`reset_cross_attention` makes a trained model ignore its prompt (any text, and none, give the same
+    logits) while every weight outside the cross-attention stays; one training step then reads it again."""
+    config = dataclasses.replace(TRANSFORMER_PRESETS["tiny"], attention="factorized", positions="rotary", text_layers=1)
+    torch.manual_seed(0)
+    model = MaskGIT(config).eval()
+    with torch.no_grad():  # a "trained" model: its text layers are no longer the identity
+        for parameter in model.text_blocks.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens = torch.randint(0, config.vocab_size, (2, 2, 4, 4))
+    text = torch.randn(2, 5, config.text_dim)
+
+    def logits(states, drop=None):
+        with torch.no_grad():
+            return model(tokens, model.prepare(states, None, 2, drop))
+
+    assert not torch.allclose(logits(text), logits(torch.randn_like(text)), atol=1e-3)
+    model.reset_cross_attention()
+    torch.testing.assert_close(logits(text), logits(torch.randn_like(text)))
+    torch.testing.assert_close(logits(text), logits(text, drop=torch.tensor([True, True])))
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".cross." in k for k in changed)
+    model.train()
+    loss, _ = masked_token_loss(model, tokens, text, None, torch.zeros(2, dtype=torch.long), 0.0,
+                                torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(block.cross.to_out.weight.grad.abs().sum() > 0 for block in model.blocks)
+
+
 def test_factorized_rotary_transformer_is_the_same_at_every_place():
     """With rotary positions and factorized attention a token's logits depend on its neighbourhood
     only through offsets: a grid that is the same along time gives the same logits at every step."""

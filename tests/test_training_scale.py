@@ -229,6 +229,18 @@ def test_fine_tuning_starts_from_the_given_model(dataset, tmp_path):
     assert {k for k in reading if k not in base} and all(k.startswith("text_blocks.") for k in reading if k not in base)
     for key in base:
         torch.testing.assert_close(reading[key].float(), base[key].float(), rtol=1e-4, atol=1e-5, msg=key)
+    # a fresh cross-attention: the rest of the base model carries over, the prompt is read anew from zero
+    code, _, err = run_cli(*own_tokenizer, "-o", tmp_path / "fresh", "--init-from", tmp_path / "base", "--steps",
+                           "1", "--lr", "1e-12", "--config", tmp_path / "text.json", "--fresh-cross-attention")
+    assert code == 0, err
+    fresh = load_file(str(tmp_path / "fresh" / "transformer.safetensors"))
+    for key in base:
+        if ".cross." not in key:
+            torch.testing.assert_close(fresh[key].float(), base[key].float(), rtol=1e-4, atol=1e-5, msg=key)
+    assert all(fresh[key].abs().max() < 1e-6 for key in fresh if ".cross.to_out." in key)
+    code, _, err = run_cli(*common, "-o", tmp_path / "nothing", "--preset", "tiny", "--steps", "1",
+                           "--fresh-cross-attention")
+    assert code == 2 and "--fresh-cross-attention" in err and "--init-from" in err and "Traceback" not in err
     (tmp_path / "deeper.json").write_text('{"depth": 3}')
     code, _, err = run_cli(*common, "-o", tmp_path / "deeper", "--init-from", tmp_path / "base", "--steps", "1",
                            "--config", tmp_path / "deeper.json")

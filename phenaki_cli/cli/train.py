@@ -259,6 +259,10 @@ def train_command(
         init_from: Optional[Path] = typer.Option(
             None, "--init-from", help="Start from this model directory's transformer (fine-tuning; its size, not "
                                       "--preset)."),
+        fresh_cross_attention: bool = typer.Option(
+            False, "--fresh-cross-attention", help="With --init-from: start the cross-attention (how the model "
+                                                   "reads the prompt) afresh, so it learns to read the text again "
+                                                   "(through text layers added by --config, word order too)."),
         clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
         frames: int = typer.Option(17, help="Frames per clip: one window (1 + t·n)."),
         prime_frames: int = typer.Option(5, "--prime-frames", help="Frames given at the start of continuation clips."),
@@ -303,6 +307,8 @@ def train_command(
         base = own if not given(ctx, "preset") else replace(
             TRANSFORMER_PRESETS[preset], **{k: getattr(own, k) for k in DERIVED_FIELDS})
         same_design(_design(base, config_file, attention=attention, positions=positions), own, output)
+    if fresh_cross_attention and init_from is None:
+        raise UserError("--fresh-cross-attention starts a fine-tune's cross-attention afresh: it needs --init-from")
     if not resuming and tokenizer is None and init_from is not None:  # a fine-tune's tokens are its model's
         tokenizer = init_from
     if not resuming and tokenizer is None:
@@ -382,7 +388,8 @@ def train_command(
 
             last = train_transformer(output, tokenizer, encoder, examples, config, settings, sampling, fps=fps,
                                      resume=resume, on_step=on_step, images=image_examples, where=where,
-                                     init_from=None if resuming else init_from)
+                                     init_from=None if resuming else init_from,
+                                     fresh_cross_attention=fresh_cross_attention and not resuming)
     except TrainingInterrupted as stopped:
         raise interrupted(output, stopped, where.is_main) from None
     finally:

@@ -89,14 +89,15 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
                       sampling: SamplingConfig | None = None, fps: float = 8.0, resume: bool = False,
                       on_step: Callable[[int, dict], None] | None = None, images: TokenExamples | None = None,
                       where: Distributed | None = None, preview_prompt: str | None = None,
-                      init_from: str | Path | None = None) -> dict:
+                      init_from: str | Path | None = None, fresh_cross_attention: bool = False) -> dict:
     """Train (or resume training) a MaskGIT on token examples; returns the last logged metrics.
 
     `images` (first-frame token grids of an image dataset) feed the image steps; without them
     an image step takes the first frame of video examples. A resumed run takes its tokenizer,
     text encoder and configs from `out` (the arguments may be None). A new run may start from the
     transformer weights of `init_from` (fine-tuning; `config` must then be that model's, or that model's
-    with `text_layers` added to a model without them)."""
+    with `text_layers` added to a model without them); with `fresh_cross_attention` its cross-attention
+    starts afresh (`MaskGIT.reset_cross_attention`)."""
     from phenaki_cli.modeldir import load_tokenizer
 
     out = Path(out)
@@ -131,6 +132,10 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
         own = from_dict(TransformerConfig, read_config(init_from)["transformer"], f"{init_from}/config.json [transformer]")
         added = ("text_blocks.",) if config.text_layers and not own.text_layers else ()
         load_weights(model, Path(init_from) / "transformer.safetensors", new_prefixes=added)
+        if fresh_cross_attention:
+            model.reset_cross_attention()
+    elif fresh_cross_attention:
+        raise UserError("fresh cross-attention is for a fine-tune: give the model to start from with --init-from")
 
     def embedding(prompt: str, store: TokenExamples) -> torch.Tensor:
         if prompt in store.embeddings:  # pre-computed by `phenaki data encode`

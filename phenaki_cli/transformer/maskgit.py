@@ -90,6 +90,17 @@ class MaskGIT(nn.Module):
         self.norm = nn.LayerNorm(c.dim)
         self.to_logits = nn.Linear(c.dim, c.vocab_size)
 
+    def reset_cross_attention(self) -> None:
+        """Start every block's cross-attention (how the model reads the prompt) afresh, its output layer
+        at zero: a trained model then keeps what it knows of video and starts by ignoring the text.
+        A fine-tune (`train --fresh-cross-attention`) then learns to read the prompt anew, through
+        text layers added with it, rather than through the cross-attention tuned to the text as it was."""
+        for block in self.blocks:
+            block.cross.to_q.reset_parameters()
+            block.cross.to_kv.reset_parameters()
+            nn.init.zeros_(block.cross.to_out.weight)
+            nn.init.zeros_(block.cross.to_out.bias)
+
     # ----- what depends only on shape and prompt ---------------------------------------------
     def positions(self, time_steps: int) -> torch.Tensor | None:
         """The absolute position table (T·h·w, dim) added to the input; None with rotary positions."""
