@@ -262,7 +262,7 @@ def train_command(
         fresh_cross_attention: bool = typer.Option(
             False, "--fresh-cross-attention", help="With --init-from: start the cross-attention (how the model "
                                                    "reads the prompt) afresh, so it learns to read the text again "
-                                                   "(through text layers added by --config, word order too)."),
+                                                   "(through text layers added by --config)."),
         clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
         frames: int = typer.Option(17, help="Frames per clip: one window (1 + t·n)."),
         prime_frames: int = typer.Option(5, "--prime-frames", help="Frames given at the start of continuation clips."),
