@@ -22,6 +22,8 @@ one-scene test stories (seeds fixed):
   two-object scene's two verbs are swapped between its objects. A model that reads verbs has
   `wrong_verb` > 0; one that also knows which verb is whose has `swapped_verbs` > 0 (0: it reads
   the prompt as a bag of words).
+  Beside them, how many scenes each figure rests on and the standard error of its mean: only
+  two-object scenes with two different verbs count for `swapped_verbs`.
   `--teacher-forced` reports these figures and the token figures alone, without generating
   (a few seconds a scene), to watch a run between full probes.
 - `scene_accuracy`: the analyser's clause accuracy over the whole scene generated from text
@@ -144,10 +146,16 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
     def mean(values) -> float | None:
         return round(float(np.mean(values)), 3) if values else None
 
+    def standard_error(values) -> float | None:
+        return round(float(np.std(values, ddof=1) / np.sqrt(len(values))), 3) if len(values) > 1 else None
+
     return {"model": str(model_dir), "scenes": scenes, "clauses": len(ceiling),
             "first_frame": {"presence": mean(drawn), "tokenizer_presence": mean(ceiling)},
             "next_step_tokens": {key: mean(values) for key, values in tokens_right.items()},
             "verb_reading": {key: mean(values) for key, values in verb_gain.items()},
+            # how far to trust the two figures above: scenes behind each, and the standard error of its mean
+            "verb_reading_scenes": {key: len(values) for key, values in verb_gain.items()},
+            "verb_reading_error": {key: standard_error(values) for key, values in verb_gain.items()},
             "scene_accuracy": {"from_text": mean(from_text), "from_true_first_frame": mean(from_first)}}
 
 
