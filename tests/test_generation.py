@@ -13,7 +13,8 @@ from phenaki_cli.errors import UserError
 from phenaki_cli.pipeline import Phenaki, check_compatible, plan_windows
 from phenaki_cli.sampling import guided_logits, maskgit_decode, prepare_guided
 from phenaki_cli.transformer import MaskGIT
-from phenaki_cli.transformer.masking import corrupt_visible, masked_token_loss, random_mask
+from phenaki_cli.transformer.masking import (changed_since_previous_step, corrupt_visible, masked_token_loss,
+                                            random_mask)
 
 
 def test_plan_windows_cover_every_scene_exactly():
@@ -130,6 +131,28 @@ def test_corruption_gives_visible_tokens_a_neighbours_and_keeps_the_targets():
                               torch.Generator().manual_seed(2), corrupt=share) for share in (0.0, 0.0, 0.9)]
     assert runs[0][0] == runs[1][0] and runs[2][0] != runs[0][0]
     assert runs[0][1]["masked"] == runs[2][1]["masked"]
+
+
+def test_change_weight_weighs_the_tokens_that_changed_since_the_previous_step():
+    tokens = torch.tensor([[[[1, 2]], [[1, 3]], [[4, 3]]]])  # (1, 3, 1, 2): one token changes per step
+    assert changed_since_previous_step(tokens).tolist() == [[[[False, False]], [[False, True]], [[True, False]]]]
+    model = build_tiny_phenaki()
+    tokens = torch.randint(0, 256, (3, 4, 4, 4))
+    tokens[:, 2] = tokens[:, 1]  # a still step among changing ones
+    text, text_mask = model.text_encoder.embed_batch(["a red square"] * 3)
+    prefix = torch.tensor([0, 1, 0])
+
+    def loss(weight, grids=tokens):
+        return masked_token_loss(model.transformer, grids, text, text_mask, prefix, 0.0,
+                                 torch.Generator().manual_seed(3), change_weight=weight)[0]
+
+    still = tokens[:, :1].expand_as(tokens).contiguous()  # nothing changes: every weight gives the plain loss
+    assert torch.allclose(loss(1.0, still), loss(4.0, still))
+
+    # the same masks: the weighted mean moves from the plain mean toward the changed tokens' mean
+    plain, heavy, heavier = loss(1.0), loss(4.0), loss(1000.0)
+    assert torch.isfinite(heavy) and heavy != plain
+    assert abs(heavier - loss(2000.0)) < abs(heavy - heavier)  # converges on the changed tokens alone
 
 
 def test_loss_gradients_reach_text_cross_attention():

@@ -11,7 +11,7 @@ from phenaki_cli.cli.common import say
 from phenaki_cli.errors import Interrupted, UserError
 
 RUN_PARAMS = {"ema_decay": "ema", "l1_weight": "l1", "adversarial_weight": "adversarial",
-              "corrupt_share": "corrupt", **{
+              "corrupt_share": "corrupt", "change_weight": "change_weight", **{
     f"{task}_share": "tasks" for task in ("predict", "rewind", "infill", "box")}}  # settings field → option
 
 

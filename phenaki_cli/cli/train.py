@@ -249,6 +249,9 @@ def train_command(
                                                     "rewind=0.1,infill=0.1,box=0.1 (the rest: plain generation)."),
         corrupt: float = typer.Option(0.0, "--corrupt", help="Share of the visible tokens replaced by a neighbour's "
                                       "in training, so the model learns to continue from imperfect tokens."),
+        change_weight: float = typer.Option(1.0, "--change-weight", help="Loss weight of the tokens that differ "
+                                            "from the previous time step's at their place (motion, growth, colour "
+                                            "change); 1 weighs all alike."),
         preset: str = typer.Option("shapes", help="Transformer size: reference | shapes | tiny | paper."),
         config_file: Optional[Path] = typer.Option(None, "--config", help="A JSON file of transformer config "
                                                    "fields that override the preset's (e.g. dim, depth)."),
@@ -326,7 +329,7 @@ def train_command(
     settings = _loop_settings(TransformerTrainSettings, steps=steps, batch_size=batch_size, lr=lr,
                               save_every=save_every, seed=seed, warmup_cap=200, accumulate=accumulate, ema_decay=ema,
                               image_share=image_share, **_task_shares(tasks), corrupt_share=corrupt,
-                              keep_last=keep_last,
+                              change_weight=change_weight, keep_last=keep_last,
                               preview_every=preview_every, precision=precision, strategy=strategy,
                               tensorboard=tensorboard, cpu_minutes=cpu_minutes, until_step=until_step)
     settings.validate()

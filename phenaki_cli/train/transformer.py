@@ -47,11 +47,12 @@ class TransformerTrainSettings(LoopSettings):
     infill_share: float = 0.0
     box_share: float = 0.0
     corrupt_share: float = 0.0  # share of the visible tokens replaced by a neighbour's (masking.corrupt_visible)
+    change_weight: float = 1.0  # loss weight of the tokens that changed since the previous time step
 
     RUN_FIELDS = {**LoopSettings.RUN_FIELDS, "batch_size": "--batch-size", "text_drop": "text dropout",
                   "image_share": "--image-share", "crop_share": "crop share", "predict_share": "--tasks predict=",
                   "rewind_share": "--tasks rewind=", "infill_share": "--tasks infill=", "box_share": "--tasks box=",
-                  "corrupt_share": "--corrupt"}
+                  "corrupt_share": "--corrupt", "change_weight": "--change-weight"}
 
     @property
     def task_mix(self) -> TaskMix:
@@ -65,6 +66,8 @@ class TransformerTrainSettings(LoopSettings):
             raise UserError(f"--tasks: {e}") from None
         if not 0 <= self.corrupt_share < 1:  # nan fails this too
             raise UserError(f"--corrupt must lie in [0, 1), got {self.corrupt_share}")
+        if not 0 < self.change_weight <= 100:  # nan fails this too
+            raise UserError(f"--change-weight must lie in (0, 100], got {self.change_weight}")
 
 
 class MaskedTokenObjective(Objective):
@@ -72,15 +75,16 @@ class MaskedTokenObjective(Objective):
 
     metric_names = ("loss", "accuracy")
 
-    def __init__(self, model: MaskGIT, text_drop: float, mix: TaskMix, corrupt: float = 0.0):
+    def __init__(self, model: MaskGIT, text_drop: float, mix: TaskMix, corrupt: float = 0.0,
+                 change_weight: float = 1.0):
         super().__init__(model)
-        self.text_drop, self.mix, self.corrupt = text_drop, mix, corrupt
+        self.text_drop, self.mix, self.corrupt, self.change_weight = text_drop, mix, corrupt, change_weight
 
     def loss(self, batch):
         tokens, text, text_mask, prefix, seed, image_step = batch
         generator = torch.Generator().manual_seed(seed)
         loss, stats = masked_token_loss(self.model, tokens, text, text_mask, prefix, self.text_drop, generator,
-                                          self.mix, self.corrupt)
+                                          self.mix, self.corrupt, self.change_weight)
         return loss, {"loss": loss.item(), "accuracy": stats["accuracy"], "image_step": image_step}
 
 
@@ -174,7 +178,8 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
         write_video(folder / f"step-{step:06d}.mp4", frames, fps)
         (folder / f"step-{step:06d}.txt").write_text(prompt + "\n")
 
-    objective = MaskedTokenObjective(model, settings.text_drop, settings.task_mix, settings.corrupt_share)
+    objective = MaskedTokenObjective(model, settings.text_drop, settings.task_mix, settings.corrupt_share,
+                                     settings.change_weight)
     return fit(out, model, objective, settings, resuming, load_batch,
                sections=lambda weights: {"tokenizer": (tokenizer.config, tokenizer), "transformer": (config, weights),
                                          "sampling": (sampling, None)},
