@@ -24,7 +24,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 def torchrun(*args, processes: int = 2) -> tuple[int, str]:
     """Exit status and stderr. A failure message needs a long tail of stderr: torchrun's own report of a
     failed process (~2,000 characters) comes after what the process itself printed before it died."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")  # a crash shows its Python stack
     result = subprocess.run([str(TORCHRUN), "--nproc-per-node", str(processes), "-m", "phenaki_cli",
                              *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
     return result.returncode, result.stderr

@@ -161,6 +161,8 @@ def train_tokenizer_command(
                                    init_from=init_from, on_skip=skipped)
     except TrainingInterrupted as stopped:
         raise interrupted(output, stopped, where.is_main) from None
+    else:
+        where.close(finished=True)
     finally:
         where.close()
     say(quiet, f"wrote {output}: step {last.get('step', settings.steps)}, PSNR {last.get('psnr', float('nan')):.2f} dB"
@@ -395,6 +397,8 @@ def train_command(
                                      fresh_cross_attention=fresh_cross_attention and not resuming)
     except TrainingInterrupted as stopped:
         raise interrupted(output, stopped, where.is_main) from None
+    else:
+        where.close(finished=True)
     finally:
         where.close()
     say(quiet, f"wrote {output}: step {last.get('step', settings.steps)}, loss {last.get('loss', float('nan')):.3f}")

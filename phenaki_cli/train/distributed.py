@@ -14,6 +14,7 @@ gradients, which is what the equivalence test checks.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 
@@ -87,9 +88,17 @@ class Distributed:
         dist.all_reduce(tensor)
         return bool(tensor.item())
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group. `finished`: every process got here the same way (not after an error
+        on one of them), so they first wait for each other: none shuts its connections down while
+        another still has a collective in flight."""
         if self.active and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
+            # FSDP's reference cycles hold the group: free it now, while the interpreter is whole,
+            # not in its teardown (where freeing gloo's work can abort the process)
+            gc.collect()
 
 
 def wrap(objective: nn.Module, where: Distributed, strategy: str) -> nn.Module:
