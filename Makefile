@@ -50,7 +50,7 @@ eval-tasks: $(STAMP)
 	done
 
 # Reproduce the shipped model from scratch with the project's own commands, stage by stage as it was
-# trained (about 9 hours of CPU time on one core per stage; MODEL_CARD.md, "Training"). Each stage stops
+# trained (about 10 hours of CPU time on one core per stage; MODEL_CARD.md, "Training"). Each stage stops
 # where the shipped one did (--until-step, on its own schedule) and resumes with --resume.
 TASKS := predict=0.1,rewind=0.1,infill=0.1,box=0.1
 train-demo: $(STAMP)
@@ -66,7 +66,9 @@ train-demo: $(STAMP)
 		--steps 2000 --until-step 870 --corrupt 0.2 --tasks $(TASKS) --resume
 	$(BIN)/phenaki train-tokenizer shapes -o $(TRAIN)/decoder --init-from $(TRAIN)/tokenizer --decoder-only \
 		--lr 3e-4 --batch-size 8 --frames 17 --steps 3000 --until-step 2147 --resume
-	$(BIN)/phenaki export $(TRAIN)/tuned -o $(TRAIN)/shapes-64 --tokenizer $(TRAIN)/decoder \
+	$(BIN)/phenaki train $(TRAIN)/tokens -o $(TRAIN)/annealed --init-from $(TRAIN)/tuned --batch-size 8 --lr 1e-4 \
+		--steps 3000 --until-step 2364 --corrupt 0.2 --change-weight 3 --tasks $(TASKS) --resume
+	$(BIN)/phenaki export $(TRAIN)/annealed -o $(TRAIN)/shapes-64 --tokenizer $(TRAIN)/decoder \
 		--card $(MODEL)/MODEL_CARD.md --overwrite
 
 test: $(STAMP)
