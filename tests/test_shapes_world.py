@@ -100,3 +100,15 @@ def test_continuation_clips_start_with_the_previous_scene():
     assert parse_caption(clip.caption).clauses  # the caption is the new scene's
     again = sample_clip("train", 7, 17, prime_frames=5, continuation_share=1.0)
     assert np.array_equal(clip.frames, again.frames)  # deterministic by sample number
+
+
+def test_training_captions_on_black_both_name_it_and_leave_it_unsaid():
+    # A model that never reads "on a black background" draws gray for it (the grammar allows both).
+    from phenaki_cli.data.shapes_world import BACKGROUNDS
+    clips = [sample_clip("train", i, 3, size=32, prime_frames=1) for i in range(60)]
+    on_black = [c.caption for c in clips if parse_caption(c.caption).background == "black"]
+    assert any(t.endswith(" on a black background") for t in on_black)
+    assert any(not t.endswith(" background") for t in on_black)
+    for clip in clips:  # every wording still says the background its frames show
+        background = parse_caption(clip.caption).background
+        assert tuple(np.median(clip.frames[-1].reshape(-1, 3), 0)) == BACKGROUNDS[background]

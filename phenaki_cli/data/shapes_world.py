@@ -69,9 +69,12 @@ class Caption:
     clauses: tuple[Clause, ...]
     background: str = "black"
 
-    def text(self) -> str:
+    def text(self, name_black: bool = False) -> str:
+        """The canonical caption, which leaves a black background unsaid; `name_black` says it, as the
+        grammar also allows ("... on a black background")."""
         text = " and ".join(c.text() for c in self.clauses)
-        return text + (f" on a {self.background} background" if self.background != "black" else "")
+        said = self.background != "black" or name_black
+        return text + (f" on a {self.background} background" if said else "")
 
 
 def _choices(options) -> str:
