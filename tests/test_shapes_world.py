@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from phenaki_cli.data.shapes_sampler import HELD_OUT, is_held_out, sample_clip, sample_story, split_rng
-from phenaki_cli.data.shapes_world import COLORS, parse_caption, render_story
+from phenaki_cli.data.shapes_world import BACKGROUNDS, COLORS, parse_caption, render_story
 from phenaki_cli.errors import UserError
 
 
@@ -104,7 +104,6 @@ def test_continuation_clips_start_with_the_previous_scene():
 
 def test_training_captions_on_black_both_name_it_and_leave_it_unsaid():
     # A model that never reads "on a black background" draws gray for it (the grammar allows both).
-    from phenaki_cli.data.shapes_world import BACKGROUNDS
     clips = [sample_clip("train", i, 3, size=32, prime_frames=1) for i in range(60)]
     on_black = [c.caption for c in clips if parse_caption(c.caption).background == "black"]
     assert any(t.endswith(" on a black background") for t in on_black)
