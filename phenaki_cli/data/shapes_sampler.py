@@ -35,10 +35,12 @@ SIZE_WORDS = ("small", None, "big")
 NAMED_BLACK_SHARE = 0.5
 
 
-def split_rng(split: str, index: int) -> np.random.Generator:
+def split_rng(split: str, index: int, *stream: int) -> np.random.Generator:
+    """Sample `index` of `split`'s generator; a `stream` number gives the same sample a second,
+    independent one (a draw added later that must not shift the draws of the first)."""
     if split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLIT_CODES)}")
-    return np.random.default_rng([SPLIT_CODES[split], index])
+    return np.random.default_rng([SPLIT_CODES[split], index, *stream])
 
 
 def is_held_out(clause: Clause) -> bool:
@@ -151,8 +153,8 @@ def sample_clip(split: str, index: int, frames: int, size: int = 64, prime_frame
     first `prime_frames` frames end the previous scene, the rest play the caption's scene, so a
     model learns to carry a story on from the frames it is given."""
     rng = split_rng(split, index)
-    # its own generator, so the clip's frames and words stay what they were before captions varied
-    name_black = bool(np.random.default_rng([SPLIT_CODES[split], index, 1]).random() < NAMED_BLACK_SHARE)
+    # its own stream, so the clip's frames and words stay what they were before captions varied
+    name_black = bool(split_rng(split, index, 1).random() < NAMED_BLACK_SHARE)
     continuation = prime_frames > 0 and rng.random() < continuation_share
     captions = sample_story(rng, 2 if continuation else 1, split="train" if split == "train" else split)
     seed = int(rng.integers(2 ** 31))
