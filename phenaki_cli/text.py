@@ -4,7 +4,8 @@ A text encoder is a directory `transformers` can load (`config.json`, `model.saf
 `tokenizer.json` or `spiece.model`) or a hub id for users who have the weights cached.
 The shipped model carries its own small T5 in `text_encoder/` inside the model directory:
 a sentencepiece word vocabulary trained on Shapes World captions and a T5 config sized
-for CPU, with frozen random-init weights (see `build_text_encoder`). Nothing is downloaded.
+for CPU (`build_text_encoder`), whose weights `phenaki data text-encoder` trains on captions
+alone so that each word's state tells its clause (`train/text_encoder.py`). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class TextEncoder:
         self.model.save_pretrained(str(folder))
         (Path(folder) / SETTINGS_FILE).write_text(json.dumps({"lowercase": self.lowercase}) + "\n")
 
+    def clear_cache(self) -> None:
+        """Forget the cached embeddings (after the weights changed)."""
+        self._cache.clear()
+
     def normalize(self, prompt: str) -> str:
         prompt = " ".join(prompt.split())
         return prompt.lower() if self.lowercase else prompt
@@ -141,9 +146,10 @@ def build_text_encoder(captions: list[str], d_model: int = 128, layers: int = 2,
     """A small T5 for a closed world: a sentencepiece word vocabulary trained on `captions`
     (lower-cased) and a T5 encoder with frozen random-init weights.
 
-    Random frozen weights are enough here: every word keeps a distinct embedding, and the
-    transformer's cross-attention learns to read them. (A trained T5 would generalise to
-    paraphrases; this one knows exactly the words of its world and reports any other.)
+    Random weights keep every word distinct, but the states carry almost nothing of the word's
+    context, so a transformer reads them as a bag of words (which verb is whose is lost);
+    `train.text_encoder.train_clause_reading` teaches it that. (A pretrained T5 would also
+    generalise to paraphrases; this one knows exactly the words of its world and reports any other.)
     """
     import io
 

@@ -26,7 +26,8 @@ for name, command in (("tokenize", codec.tokenize), ("reconstruct", codec.recons
                       ("edit", complete.edit), ("train-tokenizer", train.train_tokenizer_command),
                       ("train", train.train_command), ("export", models.export_command)):
     app.command(name)(command)
-for name, command in (("shapes", data.data_shapes), ("render", data.data_render), ("encode", data.data_encode)):
+for name, command in (("shapes", data.data_shapes), ("render", data.data_render), ("encode", data.data_encode),
+                      ("embed", data.data_embed), ("text-encoder", data.data_text_encoder)):
     data_app.command(name)(command)
 
 

@@ -107,3 +107,70 @@ def data_encode(
                                on_skip=lambda reason: say(quiet, f"note: skipped {reason}"))
     say(quiet, f"wrote {output}: {index.examples} {index.kind} clips in {len(index.shards)} shards"
                 + (f", skipped {index.skipped} unreadable or too-short files" if index.skipped else ""))
+
+
+def data_embed(shards: Path = typer.Argument(..., help="A token-shard folder (`phenaki data encode`)."),
+               output: Path = typer.Option(..., "--output", "-o", help="Shard folder to write."),
+               text_encoder: str = typer.Option(..., "--text-encoder", help="T5 directory or hub id to embed the "
+                                                                           "prompts with."),
+               threads: int = ThreadsOption, overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
+    """Embed the prompts of token shards with another text encoder; the token grids stay as they are."""
+    from phenaki_cli.data.tokens import embed_shards, is_shard_folder
+    from phenaki_cli.files import Outputs
+    from phenaki_cli.runtime import set_threads
+    from phenaki_cli.text import TextEncoder
+
+    setup()
+    if not is_shard_folder(shards):
+        raise UserError(f"{shards}: not a token-shard folder (no index.json; make one with `phenaki data encode`)")
+    Outputs([output], overwrite, [shards, text_encoder], folders=[output])
+    set_threads(threads)
+    index = embed_shards(shards, output, TextEncoder.load(text_encoder))
+    say(quiet, f"wrote {output}: {index.examples} {index.kind} clips, prompts embedded by {text_encoder}")
+
+
+def data_text_encoder(
+        output: Path = typer.Option(..., "--output", "-o", help="Text encoder folder to write."),
+        init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this T5 folder and keep its "
+                                                 "vocabulary (default: build a small one from the captions)."),
+        stories: int = typer.Option(20000, "--stories", help="Training-split stories whose captions it reads."),
+        steps: int = typer.Option(2000, help="Training steps of 64 captions."),
+        lr: float = typer.Option(1e-3, callback=number("--lr", 0, above=True)),
+        seed: int = typer.Option(0, callback=number("--seed", 0, 2 ** 31 - 1)),
+        keep_states: float = typer.Option(0.0, "--keep-states", callback=number("--keep-states", 0, 1e6),
+                                          help="Hold each word's state near the one the starting encoder "
+                                               "gives, with this weight, so a transformer trained on that encoder "
+                                               "still reads it (the clause is added beside it)."),
+        threads: int = ThreadsOption, overwrite: bool = OverwriteOption, quiet: bool = QuietOption,
+        as_json: bool = typer.Option(False, "--json", help="Print the held-out figures as JSON.")):
+    """Train the small Shapes World T5 to read clauses: each word's state tells its whole clause, so the
+    transformer can tell which verb is whose. Held-out compositions never appear in its captions."""
+    from phenaki_cli.data.encode import shapes_captions
+    from phenaki_cli.data.shapes_sampler import sample_captions
+    from phenaki_cli.files import Outputs
+    from phenaki_cli.runtime import set_threads
+    from phenaki_cli.text import TextEncoder, build_text_encoder
+    from phenaki_cli.train.text_encoder import train_clause_reading
+
+    setup()
+    if stories < 1 or steps < 1:
+        raise UserError(f"--stories and --steps must be at least 1, got {stories} and {steps}")
+    outputs = Outputs([output], overwrite, [init_from], folders=[output])
+    set_threads(threads)
+    encoder = TextEncoder.load(init_from) if init_from is not None else build_text_encoder(shapes_captions())
+    captions = sample_captions("train", stories)
+    unknown = sorted({w for c in captions[:2000] for w in encoder.unknown_words(c)})
+    if unknown:
+        raise UserError(f"{init_from}: its vocabulary does not cover the Shapes World words {', '.join(unknown)}")
+    with work_progress(quiet) as progress:
+        task = progress.add_task("text encoder", total=steps, status="")
+        reading = train_clause_reading(
+            encoder, captions, sample_captions("heldout", 300), steps=steps, lr=lr, seed=seed, keep_states=keep_states,
+            on_step=lambda step, loss: progress.update(task, completed=step, status=f"loss {loss:.4f}"))
+    with outputs.staged() as staged:
+        encoder.save(staged[output])
+    if as_json:
+        print(json.dumps({"output": str(output), **reading.as_dict()}))
+    drift = "" if reading.state_drift is None else f"; the states moved {reading.state_drift:.3f} of their size"
+    say(quiet or as_json, f"wrote {output}: on held-out captions {reading.word_accuracy:.3f} of words tell their "
+                          f"whole clause ({reading.slot_accuracy:.3f} of slots), {steps} steps{drift}")

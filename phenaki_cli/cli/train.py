@@ -266,8 +266,14 @@ def train_command(
                                       "--preset)."),
         fresh_cross_attention: bool = typer.Option(
             False, "--fresh-cross-attention", help="With --init-from: start the cross-attention (how the model "
-                                                   "reads the prompt) afresh, so it learns to read the text again "
-                                                   "(through text layers added by --config)."),
+                                                   "reads the prompt) afresh, so it learns to read the text again: "
+                                                   "through text layers added by --config, or from another text "
+                                                   "encoder of the same width (the shards')."),
+        new_text_encoder: bool = typer.Option(
+            False, "--new-text-encoder", help="With --init-from: the shards' text encoder may differ from the "
+                                              "model's (same width); the model keeps its cross-attention (for an "
+                                              "encoder trained from the model's with `data text-encoder "
+                                              "--keep-states`, whose states it still reads)."),
         clips: Optional[int] = typer.Option(None, help="Clips to encode (default: 4000 for shapes, one per video)."),
         frames: int = typer.Option(17, help="Frames per clip: one window (1 + t·n)."),
         prime_frames: int = typer.Option(5, "--prime-frames", help="Frames given at the start of continuation clips."),
@@ -314,6 +320,8 @@ def train_command(
         same_design(_design(base, config_file, attention=attention, positions=positions), own, output)
     if fresh_cross_attention and init_from is None:
         raise UserError("--fresh-cross-attention starts a fine-tune's cross-attention afresh: it needs --init-from")
+    if new_text_encoder and init_from is None:
+        raise UserError("--new-text-encoder lets a fine-tune read another text encoder: it needs --init-from")
     if not resuming and tokenizer is None and init_from is not None:  # a fine-tune's tokens are its model's
         tokenizer = init_from
     if not resuming and tokenizer is None:
@@ -369,12 +377,17 @@ def train_command(
             if resuming:  # a resumed run reads its config from --output
                 config = None
             elif init_from is not None:
-                if text_encoder_fingerprint(TextEncoder.load(init_from / TEXT_ENCODER_DIR)) != \
-                        index.text_encoder_fingerprint:
-                    raise UserError(f"--init-from {init_from}: its transformer reads another text encoder than the "
-                                    f"shards hold; encode with --text-encoder {init_from / TEXT_ENCODER_DIR}")
                 config = from_dict(TransformerConfig, section(read_config(init_from), "transformer", init_from),
                                    f"{init_from / 'config.json'} [transformer]")
+                if fresh_cross_attention or new_text_encoder:  # any encoder of the same width
+                    if encoder.dim != config.text_dim:
+                        raise UserError(f"{shards}: its text embeddings have dim {encoder.dim}, the transformer "
+                                        f"of --init-from {init_from} reads {config.text_dim}")
+                elif text_encoder_fingerprint(TextEncoder.load(init_from / TEXT_ENCODER_DIR)) != \
+                        index.text_encoder_fingerprint:
+                    raise UserError(f"--init-from {init_from}: its transformer reads another text encoder than the "
+                                    f"shards hold; encode with --text-encoder {init_from / TEXT_ENCODER_DIR}, or "
+                                    f"let it read this one with --new-text-encoder or --fresh-cross-attention")
                 config = _added_parts(config, _design(config, config_file), config_file)
             else:
                 config = replace(TRANSFORMER_PRESETS[preset], vocab_size=tok.config.codebook_size,

@@ -119,6 +119,17 @@ def _draw_story(rng, scenes, max_objects, background) -> list[Caption]:
     return story
 
 
+def sample_captions(split: str, count: int) -> list[str]:
+    """Scene captions of `count` stories of 1–3 scenes, worded as training clips word them (a share
+    of black backgrounds said): text for a text encoder to learn from, no frames rendered."""
+    captions = []
+    for index in range(count):
+        rng = split_rng(split, index, 2)  # a stream of its own: the clips' own draws stay as they are
+        for caption in sample_story(rng, int(rng.integers(1, 4)), split=split):
+            captions.append(caption.text(bool(rng.random() < NAMED_BLACK_SHARE)))
+    return captions
+
+
 @dataclass
 class StorySample:
     captions: list[Caption]

@@ -220,3 +220,25 @@ def write_shards(out: str | Path, clips: Iterable, tokenizer, text_encoder, kind
                            list((skipped.files if skipped else {}).values())[:20])
         (tmp / INDEX_FILE).write_text(index.to_json())
     return index
+
+
+def embed_shards(folder: str | Path, out: str | Path, text_encoder,
+                 on_shard: Callable[[int], None] | None = None) -> ShardIndex:
+    """A copy of a shard folder whose prompts are embedded by `text_encoder` (the token grids are the
+    same): a new text encoder costs seconds of T5, not the minutes of encoding video again."""
+    from dataclasses import replace
+
+    index = read_index(folder)
+    with atomic_path(out, directory=True) as tmp:
+        for shard in index.shards:
+            examples = TokenExamples.load(Path(folder) / shard["file"])
+            examples.embeddings = {p: text_encoder.embed(p).to(torch.float16).cpu().numpy()
+                                   for p in dict.fromkeys(examples.prompts)}
+            examples.save(tmp / shard["file"])
+            if on_shard is not None:
+                on_shard(len(examples))
+        text_encoder.save(tmp / TEXT_ENCODER_DIR)
+        index = replace(index, text_encoder_fingerprint=text_encoder_fingerprint(text_encoder),
+                        text_dim=text_encoder.dim)
+        (tmp / INDEX_FILE).write_text(index.to_json())
+    return index
