@@ -222,8 +222,7 @@ def write_shards(out: str | Path, clips: Iterable, tokenizer, text_encoder, kind
     return index
 
 
-def embed_shards(folder: str | Path, out: str | Path, text_encoder,
-                 on_shard: Callable[[int], None] | None = None) -> ShardIndex:
+def embed_shards(folder: str | Path, out: str | Path, text_encoder) -> ShardIndex:
     """A copy of a shard folder whose prompts are embedded by `text_encoder` (the token grids are the
     same): a new text encoder costs seconds of T5, not the minutes of encoding video again."""
     from dataclasses import replace
@@ -235,8 +234,6 @@ def embed_shards(folder: str | Path, out: str | Path, text_encoder,
             examples.embeddings = {p: text_encoder.embed(p).to(torch.float16).cpu().numpy()
                                    for p in dict.fromkeys(examples.prompts)}
             examples.save(tmp / shard["file"])
-            if on_shard is not None:
-                on_shard(len(examples))
         text_encoder.save(tmp / TEXT_ENCODER_DIR)
         index = replace(index, text_encoder_fingerprint=text_encoder_fingerprint(text_encoder),
                         text_dim=text_encoder.dim)
