@@ -1,3 +1,6 @@
+import contextlib
+import io
+import os
 import signal
 import subprocess
 import sys
@@ -21,30 +24,38 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
-def run_cli(*args, cwd=None):
-    """Run the installed CLI as a user would; returns (exit code, stdout, stderr)."""
-    result = subprocess.run([sys.executable, "-m", "phenaki_cli", *map(str, args)], capture_output=True,
-                            text=True, cwd=cwd, timeout=300)
-    return result.returncode, result.stdout, result.stderr
+def run_cli(*args, cwd=None, process=False):
+    """Run the CLI as a user would; returns (exit code, stdout, stderr).
 
-
-def run_here(capsys, *args):
-    """The CLI in this process (no interpreter start-up per call); returns (code, stdout, stderr)."""
+    In this process by default: the same `main()` a shell runs, without an interpreter and torch start-up
+    per call (3-4 s each, most of the suite's time once). What a command may change for the process (signal
+    handlers, compute threads, working directory) is put back. `process=True` runs `python -m phenaki_cli`."""
+    if process:
+        result = subprocess.run([sys.executable, "-m", "phenaki_cli", *map(str, args)], capture_output=True,
+                                text=True, cwd=cwd, timeout=300)
+        return result.returncode, result.stdout, result.stderr
     from phenaki_cli.cli import main
 
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    argv, sys.argv = sys.argv, ["phenaki", *map(str, args)]
+    threads, argv, here = torch.get_num_threads(), sys.argv, os.getcwd()
+    sys.argv = ["phenaki", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
     try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = argv
+        os.chdir(here)
+        torch.set_num_threads(threads)
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGTERM, handlers[1])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return code, out.getvalue(), err.getvalue()
 
 
 def one_error(code: int, err: str, *fragments: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import build_tiny_phenaki, one_error, run_here
+from conftest import build_tiny_phenaki, one_error, run_cli
 
 from phenaki_cli.files import Outputs
 from phenaki_cli.jobs import render_video, storyboard_path, video_outputs
@@ -74,12 +74,12 @@ def test_an_interruption_at_any_stage_leaves_the_old_set(tiny, tmp_path, monkeyp
     assert read_video(tmp_path / "story.storyboard.png").frames.shape == (1, 2 * (64 + 4) + 4, 200 + 4 * 68 + 4, 3)
 
 
-def test_every_output_is_checked_before_any_work(tiny_phenaki_dir, tmp_path, capsys):
+def test_every_output_is_checked_before_any_work(tiny_phenaki_dir, tmp_path):
     script = tmp_path / "s.txt"
     script.write_text("a red square moves left\n")
     for existing in ("x.json", "x.storyboard.png"):
         (tmp_path / existing).write_text("keep me")
-        code, _, err = run_here(capsys, "story", script, "-o", tmp_path / "x.mp4", "--storyboard", "--model",
+        code, _, err = run_cli("story", script, "-o", tmp_path / "x.mp4", "--storyboard", "--model",
                                 tiny_phenaki_dir)
         one_error(code, err, existing, "already exists")
         assert (tmp_path / existing).read_text() == "keep me" and not (tmp_path / "x.mp4").exists()
@@ -93,13 +93,13 @@ def test_every_output_is_checked_before_any_work(tiny_phenaki_dir, tmp_path, cap
                  ["story", tmp_path / "v.json", "--from", tmp_path / "v.mp4"]):
         if args[0] == "story":
             (tmp_path / "v.json").write_text("a red square moves left\n")
-        code, _, err = run_here(capsys, *args, "-o", tmp_path / "v.mp4", "--overwrite", "--model", tiny_phenaki_dir)
+        code, _, err = run_cli(*args, "-o", tmp_path / "v.mp4", "--overwrite", "--model", tiny_phenaki_dir)
         one_error(code, err, "is also an input of this command")
         assert (tmp_path / "v.mp4").read_bytes() == kept
     # the format of an output before the model loads (the model path does not even exist)
-    code, _, err = run_here(capsys, "generate", "a red square", "-o", tmp_path / "x.avi", "--model", tmp_path / "no")
+    code, _, err = run_cli("generate", "a red square", "-o", tmp_path / "x.avi", "--model", tmp_path / "no")
     one_error(code, err, "unsupported output format '.avi'")
-    code, _, err = run_here(capsys, "story", script, "-o", tmp_path / "x.png", "--model", tiny_phenaki_dir)
+    code, _, err = run_cli("story", script, "-o", tmp_path / "x.png", "--model", tiny_phenaki_dir)
     one_error(code, err, "a .png holds one frame")
     assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob(".x*"))
 
@@ -114,23 +114,23 @@ def test_every_output_is_checked_before_any_work(tiny_phenaki_dir, tmp_path, cap
     (["--temperature", "inf"], "--temperature must be a number >= 0"),
     (["--steps", "0"], "--steps must be a number >= 1"),
 ])
-def test_bad_numbers_are_refused_where_they_are_parsed(tmp_path, capsys, args, message):
-    code, _, err = run_here(capsys, "generate", "a red circle", "-o", tmp_path / "x.mp4", "--model", tmp_path / "no",
+def test_bad_numbers_are_refused_where_they_are_parsed(tmp_path, args, message):
+    code, _, err = run_cli("generate", "a red circle", "-o", tmp_path / "x.mp4", "--model", tmp_path / "no",
                             *args)
     one_error(code, err, message)
 
 
-def test_user_text_is_never_markup_and_long_prompts_are_told(tiny_phenaki_dir, tmp_path, capsys):
+def test_user_text_is_never_markup_and_long_prompts_are_told(tiny_phenaki_dir, tmp_path):
     script = tmp_path / "s.txt"
     script.write_text("[nans] a red square\n")
-    code, _, err = run_here(capsys, "story", script, "-o", tmp_path / "x.mp4", "--model", tiny_phenaki_dir)
+    code, _, err = run_cli("story", script, "-o", tmp_path / "x.mp4", "--model", tiny_phenaki_dir)
     one_error(code, err, "bad duration '[nans]'")
     (tmp_path / "[red]").mkdir()
-    code, _, err = run_here(capsys, "story", tmp_path / "[red]" / "missing.txt", "-o", tmp_path / "x.mp4",
+    code, _, err = run_cli("story", tmp_path / "[red]" / "missing.txt", "-o", tmp_path / "x.mp4",
                             "--model", tiny_phenaki_dir)
     one_error(code, err, "[red]/missing.txt")
     script.write_text("[2f] " + " ".join(["a red square moves left"] * 20) + "\n[2f] a [blue] circle\n")
-    code, _, err = run_here(capsys, "story", script, "-o", tmp_path / "[red]" / "y.mp4", "--model", tiny_phenaki_dir)
+    code, _, err = run_cli("story", script, "-o", tmp_path / "[red]" / "y.mp4", "--model", tiny_phenaki_dir)
     assert code == 0, err
     assert f"{script}:1: the prompt is 101 tokens; the text encoder reads the first 77" in err
     assert "'[blue]'" in err and f"wrote {tmp_path / '[red]' / 'y.mp4'}" in err
@@ -138,19 +138,19 @@ def test_user_text_is_never_markup_and_long_prompts_are_told(tiny_phenaki_dir, t
     assert sidecar["scenes"][1]["prompt"] == "a [blue] circle"
 
 
-def test_a_corrupt_text_encoder_is_one_line(tiny_phenaki_dir, tmp_path, capsys):
+def test_a_corrupt_text_encoder_is_one_line(tiny_phenaki_dir, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(tiny_phenaki_dir, model)
     weights = model / "text_encoder" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:2000])
-    code, _, err = run_here(capsys, "generate", "a red square", "-o", tmp_path / "x.mp4", "--model", model)
+    code, _, err = run_cli("generate", "a red square", "-o", tmp_path / "x.mp4", "--model", model)
     one_error(code, err, "text_encoder", "cannot load a T5 text encoder")
 
 
-def test_inpaint_says_when_it_trims_frames(tiny_phenaki_dir, tmp_path, capsys):
+def test_inpaint_says_when_it_trims_frames(tiny_phenaki_dir, tmp_path):
     from phenaki_cli.video_io import write_video
     write_video(tmp_path / "v.mp4", np.zeros((12, 32, 32, 3), np.uint8), 8)
-    code, _, err = run_here(capsys, "inpaint", tmp_path / "v.mp4", "a blue circle", "--box", "0,0,8,8", "-o",
+    code, _, err = run_cli("inpaint", tmp_path / "v.mp4", "a blue circle", "--box", "0,0,8,8", "-o",
                             tmp_path / "out.mp4", "--model", tiny_phenaki_dir, "--steps", "1")
     assert code == 0, err
     assert "note: used the first 11 of 12 frames" in err
@@ -162,14 +162,14 @@ def _mount_small_disk(folder: Path, size: str) -> bool:
     return result.returncode == 0
 
 
-def test_a_full_disk_is_one_line_and_keeps_the_old_files(tiny_phenaki_dir, tmp_path, capsys):
+def test_a_full_disk_is_one_line_and_keeps_the_old_files(tiny_phenaki_dir, tmp_path):
     disk = tmp_path / "disk"
     if not _mount_small_disk(disk, "1m"):
         pytest.skip("cannot mount a small tmpfs here (needs root): the injected-failure tests cover the rest")
     try:
         script = tmp_path / "s.txt"
         script.write_text("[9f] a red square moves left\n")
-        code, _, err = run_here(capsys, "story", script, "-o", disk / "b.mp4", "--model", tiny_phenaki_dir, "-q")
+        code, _, err = run_cli("story", script, "-o", disk / "b.mp4", "--model", tiny_phenaki_dir, "-q")
         assert code == 0, err
         before = snapshot(disk)
         # fill the disk to its last few hundred bytes
@@ -177,11 +177,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_files(tiny_phenaki_dir, tmp_p
         (disk / "filler").write_bytes(b"\0" * max(0, free - 512))
         before = snapshot(disk)
         script.write_text("[33f] a red square moves left\n[33f] a blue circle\n")
-        code, _, err = run_here(capsys, "story", script, "-o", disk / "b.mp4", "--overwrite", "--storyboard",
+        code, _, err = run_cli("story", script, "-o", disk / "b.mp4", "--overwrite", "--storyboard",
                                 "--model", tiny_phenaki_dir)
         one_error(code, err, "No space left on device", "nothing was replaced")
         assert snapshot(disk) == before and not [p for p in disk.iterdir() if p.name.startswith(".")]
-        code, _, err = run_here(capsys, "story", script, "-o", disk / "new.mp4", "--model", tiny_phenaki_dir)
+        code, _, err = run_cli("story", script, "-o", disk / "new.mp4", "--model", tiny_phenaki_dir)
         one_error(code, err, "No space left on device")
         assert snapshot(disk) == before
     finally:

@@ -12,7 +12,7 @@ from phenaki_cli.modeldir import load_tokenizer
 from phenaki_cli.text import TextEncoder, build_text_encoder
 from phenaki_cli.train.text_encoder import clause_of_each_word, clause_targets, train_clause_reading
 
-from conftest import one_error, run_here
+from conftest import one_error, run_cli
 
 CAPTION = "a red circle moves right and a big blue square stays still on a gray background"
 SWAPPED = "a red circle stays still and a big blue square moves right on a gray background"
@@ -68,12 +68,12 @@ def test_keeping_the_states_adds_the_clause_beside_them(captions):
     assert held < 0.5 * moved, (held, moved)
 
 
-def test_data_embed_keeps_the_tokens_and_embeds_the_prompts_anew(tmp_path, capsys, tiny_model_dir, captions):
+def test_data_embed_keeps_the_tokens_and_embeds_the_prompts_anew(tmp_path, tiny_model_dir, captions):
     tokenizer, _ = load_tokenizer(tiny_model_dir)
     encode_dataset("shapes", tmp_path / "shards", tokenizer, None, frames=9, prime_frames=5, count=4)
     other = build_text_encoder(captions, d_model=48, layers=1, heads=2, seed=3)
     other.save(tmp_path / "t5")
-    code, _, err = run_here(capsys, "data", "embed", tmp_path / "shards", "-o", tmp_path / "again",
+    code, _, err = run_cli("data", "embed", tmp_path / "shards", "-o", tmp_path / "again",
                             "--text-encoder", tmp_path / "t5")
     assert code == 0 and "4 video clips" in err, err
     old_index, old = load_shards(tmp_path / "shards")
@@ -85,38 +85,38 @@ def test_data_embed_keeps_the_tokens_and_embeds_the_prompts_anew(tmp_path, capsy
     np.testing.assert_allclose(new.embeddings[prompt], other.embed(prompt).numpy(), atol=1e-3, rtol=1e-3)
     assert text_encoder_fingerprint(TextEncoder.load(tmp_path / "again" / "text_encoder")) == \
         index.text_encoder_fingerprint
-    code, _, err = run_here(capsys, "data", "embed", tmp_path / "t5", "-o", tmp_path / "bad",
+    code, _, err = run_cli("data", "embed", tmp_path / "t5", "-o", tmp_path / "bad",
                             "--text-encoder", tmp_path / "t5")
     one_error(code, err, str(tmp_path / "t5"), "not a token-shard folder")
-    code, _, err = run_here(capsys, "data", "embed", tmp_path / "shards", "-o", tmp_path / "again",
+    code, _, err = run_cli("data", "embed", tmp_path / "shards", "-o", tmp_path / "again",
                             "--text-encoder", tmp_path / "t5")
     one_error(code, err, str(tmp_path / "again"))
 
 
-def test_a_fresh_cross_attention_learns_to_read_another_text_encoder(tmp_path, capsys, tiny_model_dir, captions):
+def test_a_fresh_cross_attention_learns_to_read_another_text_encoder(tmp_path, tiny_model_dir, captions):
     tokenizer, _ = load_tokenizer(tiny_model_dir)
     encode_dataset("shapes", tmp_path / "shards", tokenizer, None, frames=5, prime_frames=1, count=4)
     common = ["--batch-size", "2", "--steps", "1", "--preview-every", "0", "-q"]
-    code, _, err = run_here(capsys, "train", tmp_path / "shards", "-o", tmp_path / "base", "--tokenizer",
+    code, _, err = run_cli("train", tmp_path / "shards", "-o", tmp_path / "base", "--tokenizer",
                             tiny_model_dir, "--preset", "tiny", *common)
     assert code == 0, err
     for name, dim in (("same-width", 128), ("narrow", 48)):
         build_text_encoder(captions, d_model=dim, layers=1, heads=2, seed=5).save(tmp_path / name)
-        code, _, err = run_here(capsys, "data", "embed", tmp_path / "shards", "-o", tmp_path / f"shards-{name}",
+        code, _, err = run_cli("data", "embed", tmp_path / "shards", "-o", tmp_path / f"shards-{name}",
                                 "--text-encoder", tmp_path / name, "-q")
         assert code == 0, err
     tuned = ["train", tmp_path / "shards-same-width", "--init-from", tmp_path / "base", *common]
-    code, _, err = run_here(capsys, *tuned, "-o", tmp_path / "bad")
+    code, _, err = run_cli(*tuned, "-o", tmp_path / "bad")
     one_error(code, err, "reads another text encoder", "--new-text-encoder", "--fresh-cross-attention")
     for flag in ("--fresh-cross-attention", "--new-text-encoder"):
-        code, _, err = run_here(capsys, *tuned, "-o", tmp_path / flag, flag)
+        code, _, err = run_cli(*tuned, "-o", tmp_path / flag, flag)
         assert code == 0, err
         assert text_encoder_fingerprint(TextEncoder.load(tmp_path / flag / "text_encoder")) == \
             text_encoder_fingerprint(TextEncoder.load(tmp_path / "same-width"))
-    code, _, err = run_here(capsys, "train", tmp_path / "shards", "-o", tmp_path / "bad", "--tokenizer",
+    code, _, err = run_cli("train", tmp_path / "shards", "-o", tmp_path / "bad", "--tokenizer",
                             tiny_model_dir, "--preset", "tiny", *common, "--new-text-encoder")
     one_error(code, err, "--new-text-encoder", "--init-from")
-    code, _, err = run_here(capsys, "train", tmp_path / "shards-narrow", "--init-from", tmp_path / "base", *common,
+    code, _, err = run_cli("train", tmp_path / "shards-narrow", "--init-from", tmp_path / "base", *common,
                             "-o", tmp_path / "bad", "--fresh-cross-attention")
     one_error(code, err, "dim 48", "reads 128")
     assert not (tmp_path / "bad").exists()

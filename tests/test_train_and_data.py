@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import one_error, run_cli, run_here
+from conftest import one_error, run_cli
 from phenaki_cli.config import TOKENIZER_PRESETS
 from phenaki_cli.data.datasets import Unreadable, VideoClips, read_manifest
 from phenaki_cli.errors import UserError
@@ -131,17 +131,17 @@ def test_csv_manifest_with_webvid_columns_and_corrupt_files_are_skipped(tmp_path
     assert {r[1] for r in results if not isinstance(r, Unreadable)} == {"first", "second"}
 
 
-def test_train_tokenizer_command_on_a_video_folder(tmp_path, capsys):
+def test_train_tokenizer_command_on_a_video_folder(tmp_path):
     run_cli("data", "shapes", "-n", "2", "-o", tmp_path / "ds", "--frames-per-scene", "9", "--size", "32")
     code, _, stderr = run_cli("train-tokenizer", tmp_path / "ds", "-o", tmp_path / "tok", "--preset", "tiny",
                               "--steps", "2", "--batch-size", "2", "--frames", "5", "--quiet")
     assert code == 0, stderr
     assert load_tokenizer(tmp_path / "tok")[0].config == TOKENIZER_PRESETS["tiny"]
     # mistakes (in this process: an interpreter start-up per case made this test a minute long)
-    code, _, stderr = run_here(capsys, "train-tokenizer", "shapes", "-o", tmp_path / "tok", "--preset", "tiny",
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "tok", "--preset", "tiny",
                                "--steps", "2")
     one_error(code, stderr, "already exists (pass --resume")
-    code, _, stderr = run_here(capsys, "train-tokenizer", "shapes", "-o", tmp_path / "t2", "--frames", "6")
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "t2", "--frames", "6")
     one_error(code, stderr, "got 6 frames")
     for args, message in [(["--adversarial", "-1"], "--adversarial and --adversarial-start must be >= 0"),
                           (["--l1", "-0.5"], "must be >= 0"),
@@ -156,7 +156,7 @@ def test_train_tokenizer_command_on_a_video_folder(tmp_path, capsys):
                            "--time-encoding changes the encoder"),
                           (["--init-from", tmp_path / "none"], "model directory not found"),
                           (["--decoder-only"], "--decoder-only trains the decoder of a trained tokenizer")]:
-        code, _, stderr = run_here(capsys, "train-tokenizer", "shapes", "-o", tmp_path / "t3", *args)
+        code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "t3", *args)
         one_error(code, stderr, message)
         assert not (tmp_path / "t3").exists()
     code, _, stderr = run_cli("train-tokenizer", tmp_path / "ds", "-o", tmp_path / "local", "--preset", "tiny",

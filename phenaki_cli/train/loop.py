@@ -162,6 +162,7 @@ def fit(out: Path, model: nn.Module, objective: Objective, settings: LoopSetting
     settings.validate()
     where = where or Distributed()
     precision = resolve_precision(where.device, settings.precision)
+    precision_scope(where.device, precision)  # a precision this device cannot run is refused before any work
     model.to(where.device)
     wrapped = wrap(objective, where, settings.strategy)
     optimizer = torch.optim.AdamW(wrapped.parameters(), lr=settings.lr, betas=(0.9, 0.99),
