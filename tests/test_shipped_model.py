@@ -44,7 +44,28 @@ def test_default_model_plays_a_story(tmp_path):
     script = tmp_path / "story.txt"
     script.write_text("a big red circle moves right\n[8f] the red circle turns green\n")
     out = tmp_path / "story.mp4"
-    code, _, err = run_cli("story", script, "-o", out, "--seed", "0", "-q")  # no --model: the shipped one
+    # no --model: the shipped one; started as a shell starts it, so the installed entry point is checked too
+    code, _, err = run_cli("story", script, "-o", out, "--seed", "0", "-q", process=True)
     assert code == 0, err
     assert len(read_video(out).frames) == 24
     assert json.loads((tmp_path / "story.json").read_text())["model"] == "shapes-64"
+
+
+# Prompts of MODEL_CARD.md's one-object table that the shipped model follows on at least 2 of its 3 seeds
+# on CPUs with and without AMX (sections "Sessions 21–24" and "Session 26"; floating-point sums, and so
+# the frames, differ between them): a guard that a new model still does what this one does, not the
+# issue's bar (10–11 of that table's 24 scenes pass).
+FOLLOWED = ["a yellow circle moves down", "a big green circle shrinks on a gray background"]
+
+
+@pytest.mark.parametrize("prompt", FOLLOWED)
+def test_shipped_model_follows_a_fixed_prompt(tmp_path, prompt):
+    passed = 0
+    for seed in range(3):
+        out = tmp_path / f"seed{seed}.mp4"
+        code, _, err = run_cli("generate", prompt, "--seconds", "2", "--seed", seed, "-o", out, "-q")
+        assert code == 0, err
+        code, report, err = run_cli("eval", out, "--json")
+        assert code == 0, err
+        passed += json.loads(report)["prompt_accuracy"] == 1.0
+    assert passed >= 2, f"{prompt!r}: {passed} of 3 seeds pass phenaki eval"
