@@ -90,9 +90,10 @@ def _batch(encoder: TextEncoder, captions: list[str]) -> tuple[torch.Tensor, tor
     tokens = encoder.tokenizer(texts, return_tensors="pt", padding=True)
     length = tokens.input_ids.shape[1]
     targets = []
-    for text, ids in zip(texts, tokens.input_ids.tolist()):
+    end = encoder.tokenizer.eos_token_id
+    for text, ids, count in zip(texts, tokens.input_ids.tolist(), tokens.attention_mask.sum(1).tolist()):
         words = text.split()
-        word_ids = encoder.tokenizer(text, add_special_tokens=False).input_ids
+        word_ids = ids[:count - 1] if ids[count - 1] == end else ids[:count]  # T5 ends each caption with </s>
         if len(word_ids) != len(words):  # a word vocabulary gives one token per word; anything else cannot
             raise UserError(f"{encoder.source}: the text encoder splits words into pieces ({text!r}); "
                             f"clause reading needs a word vocabulary (a closed-world T5 built by phenaki)")
