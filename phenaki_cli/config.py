@@ -15,6 +15,7 @@ T = TypeVar("T")
 
 
 TIME_ENCODINGS = ("absolute", "stationary")
+DEAD_CODE_RESTARTS = ("random", "error")
 
 
 @dataclass
@@ -35,6 +36,11 @@ class TokenizerConfig:
     code_dim: int = 32  # factorized codes: looked up in this low-dimensional, l2-normalized space
     commitment_weight: float = 0.25
     dead_code_steps: int = 100  # a code unused for this many training batches is restarted
+    # Where a dead code restarts: "random", at vectors of the batch drawn uniformly (mostly plain
+    # background, which already has codes); "error", drawn with probability proportional to each
+    # vector's squared distance from its code (k-means++ seeding), so spare codes go to what the
+    # codebook fits worst: rare patches such as a small object's edge or tip.
+    dead_code_restart: str = "random"
     # Pixel refinement head (0 = none): the decoder's linear unpatchify is rank-limited per patch
     # and cannot see across patch borders, which leaves a patch grid and soft corners; a few
     # per-frame 3×3 convolutions over its output fix both. Per frame, so causality is untouched.
@@ -70,6 +76,9 @@ class TokenizerConfig:
         for name in ("encoder_window", "decoder_window"):
             if getattr(self, name) < 0:
                 raise UserError(f"tokenizer config: {name} must be >= 0, got {getattr(self, name)}")
+        if self.dead_code_restart not in DEAD_CODE_RESTARTS:
+            raise UserError(f"tokenizer config: dead_code_restart must be one of {', '.join(DEAD_CODE_RESTARTS)}, "
+                            f"got {self.dead_code_restart!r}")
         if self.time_encoding not in TIME_ENCODINGS:
             raise UserError(f"tokenizer config: time_encoding must be one of {', '.join(TIME_ENCODINGS)}, "
                             f"got {self.time_encoding!r}")
@@ -128,6 +137,11 @@ class TransformerConfig:
     # each word a state that hardly depends on word order, so without them "the red square moves
     # down and the green circle grows" and the same prompt with its verbs swapped look alike
     text_layers: int = 0
+    # 0, or the tokenizer's code_dim: each token's embedding and logit also get a learned linear map
+    # of its code's vector (the tokenizer's normalized code, a fixed buffer), so codes that look
+    # alike start, and stay, alike to the model; without it every code is a separate symbol, and a
+    # rare code (a small object's edge) learns only from its own few occurrences
+    code_features: int = 0
 
     def validate(self) -> None:
         for name in ["vocab_size", "grid_size", "max_time_steps", "dim", "depth", "heads", "dim_head", "text_dim",
@@ -143,6 +157,8 @@ class TransformerConfig:
                             f"{self.grid_size}×{self.grid_size} token grid")
         if self.positions == "rotary" and self.dim_head % 2:
             raise UserError(f"transformer config: rotary positions need an even dim_head, got {self.dim_head}")
+        if self.code_features < 0:
+            raise UserError(f"transformer config: code_features must be 0 or more, got {self.code_features}")
         if self.text_layers < 0:
             raise UserError(f"transformer config: text_layers must be 0 or more, got {self.text_layers}")
         if self.text_layers and (self.text_dim % self.dim_head or self.dim_head % 2):
@@ -235,6 +251,8 @@ def config_hash(data: dict) -> str:
 # Tokenizer fields that only change how tokens are drawn, never which tokens a video gets:
 # a decoder fine-tuned with a new head keeps every token file and shard valid.
 DECODER_ONLY_FIELDS = ("refine_channels", "refine_features", "decoder_window")
+# Fields that act only while a tokenizer trains: the same weights give the same tokens whatever they say.
+TRAINING_ONLY_FIELDS = ("dead_code_restart",)
 
 
 # Encoder fields added after token files existed, with the value that means "as before": left out
@@ -245,7 +263,7 @@ LATER_ENCODER_FIELDS = {"encoder_window": 0, "time_encoding": "absolute"}
 def encoding_config(tokenizer_config: dict) -> dict:
     """The tokenizer config without its decoder-only fields: what decides the tokens."""
     return {k: v for k, v in tokenizer_config.items()
-            if k not in DECODER_ONLY_FIELDS and LATER_ENCODER_FIELDS.get(k, object()) != v}
+            if k not in DECODER_ONLY_FIELDS + TRAINING_ONLY_FIELDS and LATER_ENCODER_FIELDS.get(k, object()) != v}
 
 
 def tokens_hash(tokenizer_config: dict) -> str:

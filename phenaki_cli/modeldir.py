@@ -51,11 +51,13 @@ def section(data: dict, name: str, model_dir: str | os.PathLike) -> dict:
     return data[name]
 
 
-def load_weights(module: nn.Module, path: Path, new_prefixes: tuple[str, ...] = ()) -> None:
+def load_weights(module: nn.Module, path: Path, new_prefixes: tuple[str, ...] = (),
+                 new_rows: tuple[str, ...] = ()) -> None:
     """Load safetensors into `module`, naming every missing, unexpected or mis-shaped tensor.
 
     Weights whose names start with `new_prefixes` may be missing (parts added for fine-tuning:
-    they keep their initialisation)."""
+    they keep their initialisation); the tensors named in `new_rows` may hold fewer rows than the
+    module's (a table grown for fine-tuning: the rows after the stored ones keep theirs)."""
     if not path.is_file():
         raise UserError(f"{path}: weights file missing")
     try:
@@ -63,6 +65,10 @@ def load_weights(module: nn.Module, path: Path, new_prefixes: tuple[str, ...] = 
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read weights ({e})") from None
     expected = module.state_dict()
+    for key in set(new_rows) & set(state) & set(expected):
+        stored, own = state[key], expected[key]
+        if stored.shape[1:] == own.shape[1:] and len(stored) < len(own):
+            state[key] = torch.cat([stored.to(own.dtype), own[len(stored):]])
     problems = []
     missing = sorted(k for k in set(expected) - set(state) if not k.startswith(new_prefixes))
     unexpected = sorted(set(state) - set(expected))

@@ -72,6 +72,9 @@ def check_compatible(tokenizer: TokenizerConfig, transformer: TransformerConfig,
     if transformer.vocab_size < tokenizer.codebook_size:
         raise UserError(f"{where}: transformer vocab_size {transformer.vocab_size} does not cover the tokenizer's "
                         f"codebook of {tokenizer.codebook_size} codes")
+    if transformer.code_features and transformer.code_features != tokenizer.code_dim:
+        raise UserError(f"{where}: transformer code_features {transformer.code_features} but the tokenizer's codes "
+                        f"have {tokenizer.code_dim} dimensions")
     if transformer.grid_size != tokenizer.grid_size:
         raise UserError(f"{where}: transformer grid_size {transformer.grid_size} but the tokenizer makes "
                         f"{tokenizer.grid_size}×{tokenizer.grid_size} tokens per time step")

@@ -26,6 +26,27 @@ def test_fp16_storage_loads_back_as_fp32(tmp_path):
     assert torch.allclose(loaded.embed_first.weight, model.embed_first.weight, atol=1e-3)
 
 
+def test_grown_table_keeps_its_stored_rows(tmp_path):
+    """load_weights(new_rows=...): a codebook grown for a fine-tune keeps the stored codes and the
+    module's own rows after them; a table named nowhere must still match exactly."""
+    from dataclasses import replace
+
+    from phenaki_cli.modeldir import load_weights
+
+    small = CViViT(TOKENIZER_PRESETS["tiny"])
+    save_model_dir(tmp_path / "m", {"tokenizer": (TOKENIZER_PRESETS["tiny"], small)})
+    grown = CViViT(replace(TOKENIZER_PRESETS["tiny"], codebook_size=300))
+    fresh = grown.quantizer.codebook.detach().clone()
+    load_weights(grown, tmp_path / "m" / "tokenizer.safetensors", new_rows=("quantizer.codebook",
+                                                                            "quantizer.steps_unused"))
+    codes = grown.quantizer.codebook.detach()
+    assert torch.equal(codes[:256], small.quantizer.codebook.detach()) and torch.equal(codes[256:], fresh[256:])
+    assert torch.equal(grown.embed_first.weight, small.embed_first.weight)
+    with pytest.raises(UserError, match="quantizer.codebook has shape"):
+        load_weights(CViViT(replace(TOKENIZER_PRESETS["tiny"], codebook_size=300)),
+                     tmp_path / "m" / "tokenizer.safetensors")
+
+
 def copy_dir(src, dst):
     dst.mkdir()
     for f in src.iterdir():

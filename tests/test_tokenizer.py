@@ -205,6 +205,59 @@ def test_dead_codes_are_restarted_from_batch_vectors():
     assert (m.quantizer.steps_unused == 0).all()
 
 
+def test_error_weighted_restart_sends_dead_codes_to_the_worst_fit_vectors():
+    """With dead_code_restart "error" a dead code restarts at a vector the codebook fits badly (a rare
+    patch), not at one of the many it already fits exactly; "random" lands on the common ones."""
+    from phenaki_cli.tokenizer.quantizer import FactorizedVQ
+
+    common, rare = torch.eye(4)[0], torch.eye(4)[1:3]
+    batch = torch.cat([common.expand(200, 4), rare])  # 200 vectors on code 0 exactly, 2 far from it
+    restarted = {}
+    for restart in ("random", "error"):
+        torch.manual_seed(0)
+        vq = FactorizedVQ(4, 4, 4, 0.25, dead_code_steps=1, dead_code_restart=restart).train()
+        with torch.no_grad():
+            vq.project_in.weight.copy_(torch.eye(4))
+            vq.project_in.bias.zero_()
+            vq.codebook.copy_(common.expand(4, 4))  # every vector picks code 0: codes 1–3 die at once
+        vq(batch)
+        restarted[restart] = vq.normalized_codes()[1:].detach()
+    is_rare = (restarted["error"] @ rare.t()).max(dim=1).values > 0.999
+    assert is_rare.all()
+    assert ((restarted["random"] @ common) > 0.999).all()
+
+
+def test_object_weight_finds_small_objects_and_weighs_their_error():
+    """--object-weight: the pixels of a 4-pixel shape on a plain background are found (whatever the
+    background's colour), and a wrong colour there costs more than the same error spread on the background."""
+    from phenaki_cli.train.tokenizer import TokenizerObjective, object_pixels
+
+    video = torch.full((1, 3, 3, 32, 32), 0.5)  # gray frames
+    video[..., 10:12, 20:22] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # a 2×2 red square
+    mask = object_pixels(video)
+    assert mask.shape == (1, 3, 1, 32, 32) and mask.sum() == 3 * 4 and mask[..., 10:12, 20:22].eq(1).all()
+
+    class Echo(torch.nn.Module):  # a "tokenizer" whose reconstruction is set by the test
+        config = TINY
+        def forward(self, video):
+            from phenaki_cli.tokenizer.cvivit import TokenizerOutput
+            zero = torch.zeros(())
+            return TokenizerOutput(self.reconstruction, None, zero, zero, zero)
+
+    echo = Echo()
+    wrong_object, wrong_background = video.clone(), video.clone()
+    wrong_object[..., 10:12, 20:22] = 0.5  # the square lost
+    wrong_background[..., 0:2, 0:2] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # the same error elsewhere
+    costs = {}
+    for weight in (0.0, 20.0):
+        objective = TokenizerObjective(echo, object_weight=weight)
+        for name, reconstruction in (("object", wrong_object), ("background", wrong_background)):
+            echo.reconstruction = reconstruction
+            costs[weight, name] = objective.loss((video, 1))[0].item()
+    assert costs[0.0, "object"] == pytest.approx(costs[0.0, "background"])
+    assert costs[20.0, "object"] > 5 * costs[20.0, "background"]
+
+
 def test_time_position_table_is_cached():
     assert sinusoidal_table(9, 64) is sinusoidal_table(9, 64)
 

@@ -91,6 +91,24 @@ def test_decoder_only_fine_tune_keeps_every_token(tmp_path, tiny_phenaki_dir):
     assert code == 2 and "--init-from takes the config" in stderr
 
 
+def test_fine_tune_grows_the_codebook(tmp_path, tiny_phenaki_dir):
+    """--init-from + --codebook-size: a fine-tune adds codes (for what the old ones fit badly) and
+    keeps training; removing codes, or adding them while --decoder-only keeps the tokens, is refused."""
+    common = ("--batch-size", "2", "--frames", "5", "--steps", "2", "--quiet")
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "grown", "--init-from", tiny_phenaki_dir,
+                              "--codebook-size", "320", "--dead-code-restart", "error", *common)
+    assert code == 0, stderr
+    grown, _ = load_tokenizer(tmp_path / "grown")
+    assert grown.config.codebook_size == 320 and grown.config.dead_code_restart == "error"
+    assert grown.quantizer.codebook.shape[0] == 320
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "shrunk", "--init-from",
+                              tiny_phenaki_dir, "--codebook-size", "128", *common)
+    assert code == 2 and "--codebook-size 128: --init-from" in stderr and "has 256 codes" in stderr
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "frozen", "--init-from",
+                              tiny_phenaki_dir, "--codebook-size", "320", "--decoder-only", *common)
+    assert code == 2 and "changes the tokens that --decoder-only keeps" in stderr
+
+
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     """Two micro-batches of 2 clips give the same update as one batch of the same 4 clips (in fp32:
     bf16 rounds a batch of 4 differently from two of 2)."""
@@ -145,6 +163,8 @@ def test_train_tokenizer_command_on_a_video_folder(tmp_path):
     one_error(code, stderr, "got 6 frames")
     for args, message in [(["--adversarial", "-1"], "--adversarial and --adversarial-start must be >= 0"),
                           (["--l1", "-0.5"], "must be >= 0"),
+                          (["--object-weight", "-3"], "--l1, --object-weight, --adversarial and"),
+                          (["--dead-code-restart", "nearest"], "dead_code_restart must be one of random, error"),
                           (["--adversarial", "0.1", "--strategy", "fsdp"], "--adversarial is not supported with"),
                           (["--refine-channels", "-1"], "refine_channels and refine_features must be >= 0"),
                           (["--encoder-window", "-1"], "encoder_window must be >= 0, got -1"),

@@ -251,6 +251,35 @@ def test_fine_tuning_starts_from_the_given_model(dataset, tmp_path):
     assert not (tmp_path / "deeper").exists()
 
 
+def test_code_features_carry_the_tokenizers_codes(dataset, tmp_path):
+    """code_features: the transformer holds its tokenizer's normalized codes (filled when training
+    starts, kept in the model directory), so two codes with the same vector embed alike; a size that
+    is not the tokenizer's code_dim is refused before any work."""
+    from phenaki_cli.config import TransformerConfig
+    from phenaki_cli.modeldir import load_tokenizer
+    from phenaki_cli.pipeline import Phenaki
+
+    common = ["train", dataset / "shards", "--tokenizer", dataset / "tok", "--frames", "5", "--prime-frames", "1",
+              "--batch-size", "2", "--preview-every", "0", "--preset", "tiny", "--steps", "1", "-q"]
+    (tmp_path / "codes.json").write_text('{"code_features": 16}')
+    code, _, err = run_cli(*common, "-o", tmp_path / "run", "--config", tmp_path / "codes.json")
+    assert code == 0, err
+    model = Phenaki.from_pretrained(tmp_path / "run").transformer
+    tokenizer, _ = load_tokenizer(dataset / "tok")
+    codes = tokenizer.quantizer.normalized_codes().detach()
+    assert torch.equal(model.codes[:len(codes)], codes) and not model.codes[len(codes):].any()
+    twin = MaskGIT(TransformerConfig(**{**vars(model.config), "code_features": 16}))
+    twin.token_embedding.weight.data[5] = twin.token_embedding.weight.data[3]
+    twin.set_codes(torch.nn.functional.normalize(torch.randn(256, 16), dim=-1))
+    assert not torch.equal(twin.embed(torch.tensor([3])), twin.embed(torch.tensor([5])))
+    twin.codes[5] = twin.codes[3]
+    assert torch.equal(twin.embed(torch.tensor([3])), twin.embed(torch.tensor([5])))
+    (tmp_path / "wrong.json").write_text('{"code_features": 8}')
+    code, _, err = run_cli(*common, "-o", tmp_path / "wrong", "--config", tmp_path / "wrong.json")
+    assert code == 2 and "code_features 8 but the tokenizer's codes have 16 dimensions" in err
+    assert "Traceback" not in err and not (tmp_path / "wrong").exists()
+
+
 def test_loading_a_shard_reads_its_embeddings_once(tmp_path):
     """Each distinct prompt's embedding is a copy of its row, not a view that keeps (yet another
     read of) the whole table alive: memory stays proportional to the shard."""

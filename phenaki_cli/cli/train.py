@@ -85,6 +85,12 @@ def train_tokenizer_command(
                                           "a transformer trained on them) stay valid."),
         refine_channels: Optional[int] = typer.Option(None, "--refine-channels", help="Add a per-frame "
                                                       "convolutional refinement head of this width (0: none)."),
+        codebook_size: Optional[int] = typer.Option(None, "--codebook-size", help="Codes in the codebook; with "
+                                                    "--init-from, more than it has adds new codes (it keeps its "
+                                                    "own)."),
+        dead_code_restart: Optional[str] = typer.Option(None, "--dead-code-restart", help="random | error: "
+                                                        "restart unused codes at batch vectors drawn uniformly, or "
+                                                        "by how badly the codebook fits them."),
         encoder_window: Optional[int] = typer.Option(None, "--encoder-window", help="Encoder spatial attention "
                                                      "within this many patches (0: all-to-all); local tokens "
                                                      "are easier for the transformer to predict."),
@@ -94,6 +100,8 @@ def train_tokenizer_command(
                                                     "table) | stationary (no time positions: a still tubelet keeps "
                                                     "its code at every time step)."),
         l1: float = typer.Option(0.0, "--l1", help="Weight of an L1 reconstruction term beside L2."),
+        object_weight: float = typer.Option(0.0, "--object-weight", help="Extra L2 weight of pixels unlike their "
+                                            "frame's median colour (objects on a plain background; 0: off)."),
         adversarial: float = typer.Option(0.0, "--adversarial", help="Weight of a frame discriminator's "
                                           "adversarial loss (0: off; e.g. 0.1)."),
         adversarial_start: int = typer.Option(0, "--adversarial-start", help="Step the adversarial loss "
@@ -122,13 +130,16 @@ def train_tokenizer_command(
         cfg = _design(TOKENIZER_PRESETS[preset], config, **design)
     else:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
-    if refine_channels is not None:
-        cfg = dataclasses.replace(cfg, refine_channels=refine_channels)
+    # options that a fine-tune may change too (the other design options would change its weights)
+    added = {k: v for k, v in {"refine_channels": refine_channels, "codebook_size": codebook_size,
+                               "dead_code_restart": dead_code_restart}.items() if v is not None}
+    cfg = dataclasses.replace(cfg, **added)
     cfg.validate()
     settings = _loop_settings(TrainSettings, steps=steps, batch_size=batch_size, frames=frames, fps=fps, lr=lr,
                               save_every=save_every, seed=seed, workers=workers, warmup_cap=100,
                               accumulate=accumulate, ema_decay=ema, keep_last=keep_last, preview_every=preview_every,
                               precision=precision, strategy=strategy, tensorboard=tensorboard, l1_weight=l1,
+                              object_weight=object_weight,
                               decoder_only=decoder_only, adversarial_weight=adversarial,
                               adversarial_start=adversarial_start, cpu_minutes=cpu_minutes, until_step=until_step)
     settings.validate()
@@ -140,8 +151,7 @@ def train_tokenizer_command(
                         f"{output / 'config.json'} [tokenizer]")
         if init_from is None:  # what the design options would make, against the run's own design
             asked = _design(cfg if given(ctx, "preset") else own, config, **design)
-            same_design(asked if refine_channels is None else
-                         dataclasses.replace(asked, refine_channels=refine_channels), own, output)
+            same_design(dataclasses.replace(asked, **added), own, output)
         cfg = own
         settings = resumed(ctx, output, settings, quiet)
     check_frame_count(settings.frames, cfg.temporal_patch_size)

@@ -94,7 +94,8 @@ class CViViT(nn.Module):
         self.encoder_spatial = blocks(c.spatial_depth)
         self.encoder_temporal = blocks(c.temporal_depth)
         self.encoder_norm = nn.LayerNorm(c.dim)
-        self.quantizer = FactorizedVQ(c.dim, c.codebook_size, c.code_dim, c.commitment_weight, c.dead_code_steps)
+        self.quantizer = FactorizedVQ(c.dim, c.codebook_size, c.code_dim, c.commitment_weight, c.dead_code_steps,
+                                      c.dead_code_restart)
         self.decoder_temporal = blocks(c.temporal_depth)
         self.decoder_spatial = blocks(c.spatial_depth)
         self.decoder_norm = nn.LayerNorm(c.dim)

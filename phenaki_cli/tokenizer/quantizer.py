@@ -2,8 +2,10 @@
 
 Vectors are projected to a small `code_dim`, l2-normalized, and matched to the nearest
 normalized code by cosine similarity; the quantized code is projected back up. Codes
-that no batch has used for `dead_code_steps` training steps are restarted from random
-vectors of the current batch, so the codebook does not collapse. Under torch.distributed the
+that no batch has used for `dead_code_steps` training steps are restarted from vectors of the
+current batch, so the codebook does not collapse: drawn uniformly ("random"), or with probability
+proportional to their squared distance from their code ("error", k-means++ seeding), which sends
+spare codes to the rare vectors the codebook fits worst. Under torch.distributed the
 usage counts are summed over processes and the restart vectors come from process 0, so every
 process keeps the same codebook.
 """
@@ -29,10 +31,11 @@ class QuantizerOutput:
 
 class FactorizedVQ(nn.Module):
     def __init__(self, dim: int, codebook_size: int, code_dim: int, commitment_weight: float,
-                 dead_code_steps: int):
+                 dead_code_steps: int, dead_code_restart: str = "random"):
         super().__init__()
         self.commitment_weight = commitment_weight
         self.dead_code_steps = dead_code_steps
+        self.dead_code_restart = dead_code_restart
         self.project_in = nn.Linear(dim, code_dim)
         self.project_out = nn.Linear(code_dim, dim)
         self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim))
@@ -69,12 +72,16 @@ class FactorizedVQ(nn.Module):
         probs = counts / counts.sum()
         perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
         if self.training:
-            self._restart_dead_codes(z.detach().reshape(-1, z.shape[-1]), counts)
+            vectors = z.detach().reshape(-1, z.shape[-1])
+            errors = None if self.dead_code_restart == "random" else \
+                (vectors - codes.detach().reshape(-1, z.shape[-1])).square().sum(-1)
+            self._restart_dead_codes(vectors, counts, errors)
         return QuantizerOutput(self.project_out(straight_through), indices, loss, perplexity,
                                (counts > 0).float().mean())
 
     @torch.no_grad()
-    def _restart_dead_codes(self, batch_vectors: torch.Tensor, counts: torch.Tensor) -> None:
+    def _restart_dead_codes(self, batch_vectors: torch.Tensor, counts: torch.Tensor,
+                            errors: torch.Tensor | None = None) -> None:
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if distributed:
             counts = counts.clone()
@@ -82,7 +89,7 @@ class FactorizedVQ(nn.Module):
         self.steps_unused.copy_(torch.where(counts > 0, 0, self.steps_unused + 1))
         dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
         if len(dead):
-            picks = torch.randint(len(batch_vectors), (len(dead),), device=batch_vectors.device)
+            picks = self._restart_picks(len(dead), batch_vectors, errors)
             vectors = batch_vectors[picks].contiguous()
             if distributed:
                 dist.broadcast(vectors, src=0)
@@ -90,3 +97,11 @@ class FactorizedVQ(nn.Module):
             # (no index in this batch selected them), so rewriting them now is safe
             self.codebook.data[dead] = vectors.to(self.codebook.dtype)
             self.steps_unused[dead] = 0
+
+    @staticmethod
+    def _restart_picks(count: int, batch_vectors: torch.Tensor, errors: torch.Tensor | None) -> torch.Tensor:
+        """Rows of `batch_vectors` for `count` dead codes: uniform, or by squared error (distinct rows
+        while enough vectors have any error, so two dead codes do not restart as one)."""
+        if errors is None or not bool((errors > 0).any()):
+            return torch.randint(len(batch_vectors), (count,), device=batch_vectors.device)
+        return torch.multinomial(errors.float(), count, replacement=count > int((errors > 0).sum()))

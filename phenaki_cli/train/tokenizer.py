@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from phenaki_cli.config import TokenizerConfig, from_dict
 from phenaki_cli.data.datasets import SkippedFiles, Unreadable, VideoClips
 from phenaki_cli.errors import UserError
-from phenaki_cli.modeldir import load_weights, read_config
+from phenaki_cli.modeldir import load_weights, read_config, section
 from phenaki_cli.tokenizer import CViViT
 from phenaki_cli.tokenizer.cvivit import TokenizerOutput
 from phenaki_cli.tokenizer.discriminator import FrameDiscriminator, adversarial_losses
@@ -35,6 +35,9 @@ class TrainSettings(LoopSettings):
     fps: float = 8.0
     workers: int = 0
     l1_weight: float = 0.0  # an L1 reconstruction term beside L2 (sharper edges than L2 alone)
+    # pixels unlike their frame's median colour (objects on a plain background) weigh 1 + this in L2:
+    # a shape a few pixels wide is a thousandth of a frame, so plain L2 hardly pays for its colour
+    object_weight: float = 0.0
     # train the decoder alone: encoder and codebook frozen, so every token a video gets (and any
     # transformer trained on those tokens) stays valid
     decoder_only: bool = False
@@ -42,7 +45,8 @@ class TrainSettings(LoopSettings):
     adversarial_start: int = 0  # the step the adversarial loss starts at (after the codes settle)
 
     RUN_FIELDS = {**LoopSettings.RUN_FIELDS, "batch_size": "--batch-size", "frames": "--frames", "fps": "--fps",
-                  "l1_weight": "--l1", "adversarial_weight": "--adversarial", "adversarial_start": "--adversarial-start"}
+                  "l1_weight": "--l1", "object_weight": "--object-weight", "adversarial_weight": "--adversarial",
+                  "adversarial_start": "--adversarial-start"}
 
     def check_same_run(self, saved: dict, out: Path) -> None:
         for flag, key in (("--decoder-only", "decoder_only"), ("--adversarial", "adversarial_weight")):
@@ -53,8 +57,8 @@ class TrainSettings(LoopSettings):
 
     def validate(self) -> None:
         super().validate()
-        if self.l1_weight < 0 or self.adversarial_weight < 0 or self.adversarial_start < 0:
-            raise UserError("--l1, --adversarial and --adversarial-start must be >= 0")
+        if min(self.l1_weight, self.object_weight, self.adversarial_weight, self.adversarial_start) < 0:
+            raise UserError("--l1, --object-weight, --adversarial and --adversarial-start must be >= 0")
         if self.adversarial_weight and self.strategy == "fsdp":  # untested: its detached weights would be shards
             raise UserError("--adversarial is not supported with --strategy fsdp (use ddp)")
 
@@ -92,9 +96,10 @@ class TokenizerObjective(Objective):
     metric_names = ("loss", "mse", "l1", "vq", "psnr", "perplexity", "codes_used", "adv_g", "adv_d")
 
     def __init__(self, model: CViViT, l1_weight: float = 0.0, adversarial_weight: float = 0.0,
-                 adversarial_start: int = 0, decoder_only: bool = False):
+                 adversarial_start: int = 0, decoder_only: bool = False, object_weight: float = 0.0):
         super().__init__(model)
         self.l1_weight, self.adversarial_weight, self.adversarial_start = l1_weight, adversarial_weight, adversarial_start
+        self.object_weight = object_weight
         self.decoder_only = decoder_only
         # training-only weights: the loop keeps them in the training state, not in the model directory
         self.discriminator = FrameDiscriminator(model.config.channels) if adversarial_weight else None
@@ -105,7 +110,11 @@ class TokenizerObjective(Objective):
         reconstruction = result.reconstruction.float()
         mse = F.mse_loss(reconstruction, video)
         l1 = F.l1_loss(reconstruction, video)
-        loss = mse + self.l1_weight * l1 + result.vq_loss
+        fit = mse
+        if self.object_weight:
+            weights = 1 + self.object_weight * object_pixels(video)
+            fit = ((reconstruction - video).square() * weights).mean() / weights.mean()
+        loss = fit + self.l1_weight * l1 + result.vq_loss
         metrics = {"mse": mse.item(), "l1": l1.item(), "vq": result.vq_loss.item(),
                    "psnr": float(10 * np.log10(1 / max(mse.item(), 1e-10))),
                    "perplexity": result.perplexity.item(), "codes_used": result.used_fraction.item()}
@@ -124,6 +133,27 @@ class TokenizerObjective(Objective):
             q = self.model.quantizer(self.model.encode_latents(video))
         reconstruction = self.model.decode_latents(self.model.quantizer.embed(q.indices))
         return TokenizerOutput(reconstruction, q.indices, q.loss, q.perplexity, q.used_fraction)
+
+
+def object_pixels(video: torch.Tensor, step: float = 0.1) -> torch.Tensor:
+    """(b, f, 3, h, w) in [0, 1] → (b, f, 1, h, w) in [0, 1]: how far each pixel is from its frame's
+    median colour (summed over channels), saturating at `step`. On a plain background that is 1 on the
+    objects and 0 elsewhere, for an object of any size."""
+    median = video.flatten(-2).median(dim=-1).values[..., None, None]
+    return ((video - median).abs().sum(dim=-3, keepdim=True) / step).clamp(max=1)
+
+
+def check_codebook_growth(config: TokenizerConfig, init_from: str | Path, decoder_only: bool) -> None:
+    """A fine-tune may add codes to its tokenizer's codebook, never remove any; and not with the
+    encoder frozen, where new codes would change the tokens a decoder-only run must keep."""
+    stored = from_dict(TokenizerConfig, section(read_config(init_from), "tokenizer", init_from),
+                       f"{init_from}/config.json [tokenizer]").codebook_size
+    if config.codebook_size < stored:
+        raise UserError(f"--codebook-size {config.codebook_size}: --init-from {init_from} has {stored} codes; "
+                        f"a fine-tune can add codes, not remove them")
+    if config.codebook_size > stored and decoder_only:
+        raise UserError(f"--codebook-size {config.codebook_size} adds codes, which changes the tokens that "
+                        f"--decoder-only keeps; drop one of them")
 
 
 def freeze_encoder(model: CViViT) -> None:
@@ -152,7 +182,8 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
     "skipped_summary" naming the files left out.
 
     A new run may start from the weights of `init_from` (fine-tuning): `config` must then be
-    that tokenizer's, or it with a refinement head added (the head starts at zero).
+    that tokenizer's, or it with a refinement head added (the head starts at zero), or with a
+    larger codebook (the stored codes kept, the new ones random until they restart as dead codes).
     `on_skip(reason)` hears of the first few unreadable or too-short files, once each."""
     out = Path(out)
     where = where or Distributed()
@@ -164,11 +195,14 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
         check_new_run(out)
         if settings.decoder_only and init_from is None:
             raise UserError("--decoder-only trains the decoder of a trained tokenizer: give it with --init-from DIR")
+        if init_from is not None:
+            check_codebook_growth(config, init_from, settings.decoder_only)
     model = CViViT(config).train()
     if resuming:
         load_weights(model, out / "tokenizer.safetensors")
     elif init_from is not None:
-        load_weights(model, Path(init_from) / "tokenizer.safetensors", new_prefixes=CViViT.REFINE_PREFIXES)
+        load_weights(model, Path(init_from) / "tokenizer.safetensors", new_prefixes=CViViT.REFINE_PREFIXES,
+                     new_rows=("quantizer.codebook", "quantizer.steps_unused"))
     if settings.decoder_only:
         freeze_encoder(model)
     source = clip_source(data, settings.frames, config.image_size, settings.fps, settings.seed)
@@ -209,7 +243,7 @@ def train_tokenizer(data: str, out: str | Path, config: TokenizerConfig, setting
         skipped.files.update(state.get("skipped_files", {}))  # counted once over the whole run
 
     objective = TokenizerObjective(model, settings.l1_weight, settings.adversarial_weight, settings.adversarial_start,
-                                   settings.decoder_only)
+                                   settings.decoder_only, settings.object_weight)
     last = fit(out, model, objective, settings, resuming, load_batch,
                sections=lambda weights: {"tokenizer": (config, weights)}, where=where,
                extra_state=lambda: {"data": data, "skipped_files": dict(skipped.files)}, preview=preview,

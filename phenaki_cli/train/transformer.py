@@ -140,6 +140,8 @@ def train_transformer(out: str | Path, tokenizer_dir: str | Path | None, text_en
             model.reset_cross_attention()
     elif fresh_cross_attention:
         raise UserError("fresh cross-attention is for a fine-tune: give the model to start from with --init-from")
+    if config.code_features and not resuming:  # the codes of the tokens it trains on (a fine-tune's too)
+        model.set_codes(tokenizer.quantizer.normalized_codes().detach())
 
     def embedding(prompt: str, store: TokenExamples) -> torch.Tensor:
         if prompt in store.embeddings:  # pre-computed by `phenaki data encode`

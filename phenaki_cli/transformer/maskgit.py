@@ -68,6 +68,10 @@ class MaskGIT(nn.Module):
         if c.carry_forward:  # id vocab_size: nothing carried
             self.carry_embedding = nn.Embedding(c.vocab_size + 1, c.dim)
             nn.init.normal_(self.carry_embedding.weight, std=0.02)
+        if c.code_features:  # filled from the tokenizer by set_codes; [MASK] and ids past its codebook stay 0
+            self.register_buffer("codes", torch.zeros(c.vocab_size + 1, c.code_features))
+            self.code_in = nn.Linear(c.code_features, c.dim, bias=False)
+            self.code_out = nn.Linear(c.dim, c.code_features, bias=False)
         if c.token_group > 1:
             self.group_in = nn.Linear(c.token_group ** 2 * c.dim, c.dim)
             self.group_out = nn.Linear(c.dim, c.token_group ** 2 * c.dim)
@@ -89,6 +93,25 @@ class MaskGIT(nn.Module):
                                     for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.dim)
         self.to_logits = nn.Linear(c.dim, c.vocab_size)
+
+    def set_codes(self, codes: torch.Tensor) -> None:
+        """The tokenizer's normalized code vectors (codebook_size, code_features), for code_features."""
+        if not self.config.code_features:
+            raise ValueError("this transformer has no code features (code_features 0)")
+        self.codes.zero_()
+        self.codes[:len(codes)] = codes.to(self.codes)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding(tokens)
+        if self.config.code_features:
+            x = x + self.code_in(self.codes[tokens])
+        return x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.to_logits(x)
+        if self.config.code_features:
+            logits = logits + self.code_out(x) @ self.codes[:self.config.vocab_size].t()
+        return logits
 
     def reset_cross_attention(self) -> None:
         """Start every block's cross-attention (how the model reads the prompt) afresh, its output layer
@@ -174,7 +197,7 @@ class MaskGIT(nn.Module):
             raise UserError(f"token grid {t}×{h}×{w} does not match the window "
                             f"{context.time_steps}×{c.grid_size}×{c.grid_size}")
         g = c.token_group
-        x = self.token_embedding(tokens)
+        x = self.embed(tokens)
         if c.carry_forward:
             x = x + self.carry_embedding(carried_tokens(tokens, c.mask_id))
         x = rearrange(x, "b t (h p1) (w p2) d -> b (t h w) (p1 p2 d)", p1=g, p2=g)
@@ -194,6 +217,6 @@ class MaskGIT(nn.Module):
             x = rearrange(self.group_out(x), "b (t h w) (p1 p2 d) -> b (t h p1 w p2) d",
                           t=t, h=h // g, p1=g, p2=g)
         if only is not None:
-            return self.to_logits(x[rearrange(only, "b t h w -> b (t h w)")])
-        logits = self.to_logits(x)
+            return self.logits(x[rearrange(only, "b t h w -> b (t h w)")])
+        logits = self.logits(x)
         return rearrange(logits, "b (t h w) v -> b t h w v", t=t, h=h, w=w)
