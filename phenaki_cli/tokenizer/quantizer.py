@@ -72,16 +72,15 @@ class FactorizedVQ(nn.Module):
         probs = counts / counts.sum()
         perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
         if self.training:
-            vectors = z.detach().reshape(-1, z.shape[-1])
-            errors = None if self.dead_code_restart == "random" else \
-                (vectors - codes.detach().reshape(-1, z.shape[-1])).square().sum(-1)
-            self._restart_dead_codes(vectors, counts, errors)
+            self._restart_dead_codes(z.detach().reshape(-1, z.shape[-1]), counts,
+                                     codes.detach().reshape(-1, z.shape[-1]))
         return QuantizerOutput(self.project_out(straight_through), indices, loss, perplexity,
                                (counts > 0).float().mean())
 
     @torch.no_grad()
     def _restart_dead_codes(self, batch_vectors: torch.Tensor, counts: torch.Tensor,
-                            errors: torch.Tensor | None = None) -> None:
+                            batch_codes: torch.Tensor) -> None:
+        """`batch_codes`: the code each of `batch_vectors` was snapped to."""
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if distributed:
             counts = counts.clone()
@@ -89,6 +88,7 @@ class FactorizedVQ(nn.Module):
         self.steps_unused.copy_(torch.where(counts > 0, 0, self.steps_unused + 1))
         dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
         if len(dead):
+            errors = None if self.dead_code_restart == "random" else (batch_vectors - batch_codes).square().sum(-1)
             picks = self._restart_picks(len(dead), batch_vectors, errors)
             vectors = batch_vectors[picks].contiguous()
             if distributed:
