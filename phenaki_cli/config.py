@@ -46,6 +46,11 @@ class TokenizerConfig:
     # per-frame 3×3 convolutions over its output fix both. Per frame, so causality is untouched.
     refine_channels: int = 0
     refine_features: int = 8  # extra feature channels the unpatchify hands the head beside RGB
+    # Residual pairs of 3×3 convolutions inside the head, between its hidden layer and its output
+    # (each sees 4 px further; the head alone sees 7×7 px, less than a small square's corners need).
+    # Each starts as the identity, so a fine-tune can deepen a trained head without changing a pixel
+    # until they learn.
+    refine_blocks: int = 0
     # Encoder spatial attention (0 = all-to-all, as in the paper): with r > 0 each patch attends only
     # to patches at most r rows and r columns away, with a learned relative-position bias instead of
     # absolute positions. All-to-all encoders spread an object's details over far background tokens
@@ -71,8 +76,10 @@ class TokenizerConfig:
                 f"tokenizer config: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.spatial_depth < 0 or self.temporal_depth < 0:
             raise UserError("tokenizer config: depths must be >= 0")
-        if self.refine_channels < 0 or self.refine_features < 0:
-            raise UserError("tokenizer config: refine_channels and refine_features must be >= 0")
+        if self.refine_channels < 0 or self.refine_features < 0 or self.refine_blocks < 0:
+            raise UserError("tokenizer config: refine_channels, refine_features and refine_blocks must be >= 0")
+        if self.refine_blocks and not self.refine_channels:
+            raise UserError("tokenizer config: refine_blocks deepen the refinement head; give refine_channels too")
         for name in ("encoder_window", "decoder_window"):
             if getattr(self, name) < 0:
                 raise UserError(f"tokenizer config: {name} must be >= 0, got {getattr(self, name)}")
@@ -250,7 +257,7 @@ def config_hash(data: dict) -> str:
 
 # Tokenizer fields that only change how tokens are drawn, never which tokens a video gets:
 # a decoder fine-tuned with a new head keeps every token file and shard valid.
-DECODER_ONLY_FIELDS = ("refine_channels", "refine_features", "decoder_window")
+DECODER_ONLY_FIELDS = ("refine_channels", "refine_features", "refine_blocks", "decoder_window")
 # Fields that act only while a tokenizer trains: the same weights give the same tokens whatever they say.
 TRAINING_ONLY_FIELDS = ("dead_code_restart",)
 

@@ -13,6 +13,7 @@ from phenaki_cli.video_io import frames_to_tensor
 
 TINY = TOKENIZER_PRESETS["tiny"]
 REFINED = dataclasses.replace(TINY, refine_channels=8, refine_features=4)
+DEEPER = dataclasses.replace(REFINED, refine_blocks=2)
 # tokens that mean the same everywhere: no time positions, local attention in encoder and decoder
 STATIONARY = dataclasses.replace(REFINED, time_encoding="stationary", encoder_window=1, decoder_window=1)
 
@@ -63,12 +64,14 @@ def test_encoder_is_causal(kept_steps, time_encoding):
         assert torch.equal(m.encode(video)[:, :kept_steps], m.encode(changed)[:, :kept_steps])
 
 
-@pytest.mark.parametrize("config", [TINY, REFINED, STATIONARY], ids=["linear", "refine-head", "stationary"])
+@pytest.mark.parametrize("config", [TINY, REFINED, DEEPER, STATIONARY],
+                         ids=["linear", "refine-head", "refine-blocks", "stationary"])
 def test_decoder_is_causal(config):
     """Frames of time steps 0..k decode from tokens 0..k alone (the refinement head too)."""
     m = model(config)
-    if config.refine_channels:  # a trained head: its zero-initialised last layer would hide any leak
-        torch.nn.init.normal_(m.refine.net[-1].weight, std=0.1)
+    if config.refine_channels:  # a trained head: its zero-initialised last layers would hide any leak
+        for last in [m.refine.net[-1]] + [block[-1] for block in m.refine.blocks]:
+            torch.nn.init.normal_(last.weight, std=0.1)
     tokens = torch.randint(0, TINY.codebook_size, (1, 5, 4, 4))
     changed = tokens.clone()
     changed[:, 3:] = torch.randint(0, TINY.codebook_size, (1, 2, 4, 4))
@@ -151,6 +154,23 @@ def test_refinement_head_starts_as_no_change_and_leaves_tokens_alone():
     assert refined.token_parameters().keys() == plain.token_parameters().keys()
     assert not any(k.startswith(("decoder_", "to_", "refine", "quantizer.project_out"))
                    for k in refined.token_parameters())
+
+
+def test_refinement_blocks_deepen_a_trained_head_without_changing_it():
+    """Blocks added to a trained head start as the identity: same tokens, same frames; once their
+    last layers move, the frames change, and only frame by frame."""
+    trained, deeper = model(REFINED), model(DEEPER, seed=1)
+    torch.nn.init.normal_(trained.refine.net[-1].weight, std=0.1)  # a head that does something
+    missing, unexpected = deeper.load_state_dict(trained.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refine.blocks.") for k in missing)
+    assert all(k.startswith(CViViT.REFINE_PREFIXES) for k in missing)  # a fine-tune may add them
+    video = torch.rand(1, 5, 3, 32, 32)
+    with torch.no_grad():
+        tokens = trained.encode(video)
+        assert torch.equal(deeper.encode(video), tokens)
+        torch.testing.assert_close(deeper.decode(tokens), trained.decode(tokens))
+        torch.nn.init.normal_(deeper.refine.blocks[1][-1].weight, std=0.1)
+        assert not torch.allclose(deeper.decode(tokens), trained.decode(tokens))
 
 
 def test_adversarial_losses_give_each_side_only_its_own_gradient():

@@ -71,6 +71,14 @@ def test_decoder_only_fine_tune_keeps_every_token(tmp_path, tiny_phenaki_dir):
     assert (encode_frames(old, frames) == encode_frames(sharp, frames)).all()
     assert not torch.equal(old.to_rest.weight, sharp.to_rest.weight)  # the decoder did train
     assert sharp.refine.net[-1].weight.abs().sum() > 0
+    # a second fine-tune deepens the trained head: the tokens still stay, the new blocks learn
+    code, _, stderr = run_cli("train-tokenizer", "shapes", "-o", tmp_path / "deeper", "--steps", "2", "--init-from",
+                              tmp_path / "sharp", "--decoder-only", "--refine-blocks", "1", *common)
+    assert code == 0, stderr
+    deeper, deeper_hash = load_tokenizer(tmp_path / "deeper")
+    assert deeper.config.refine_blocks == 1 and deeper_hash == old_hash
+    assert (encode_frames(deeper, frames) == encode_frames(old, frames)).all()
+    assert deeper.refine.blocks[0][-1].weight.abs().sum() > 0
     # a token file of the old tokenizer decodes with the new one
     write_video(tmp_path / "clip.mp4", frames, 8)
     assert run_cli("tokenize", tmp_path / "clip.mp4", "-o", tmp_path / "t.npz", "--model", base)[0] == 0
@@ -166,7 +174,8 @@ def test_train_tokenizer_command_on_a_video_folder(tmp_path):
                           (["--object-weight", "-3"], "--l1, --object-weight, --adversarial and"),
                           (["--dead-code-restart", "nearest"], "dead_code_restart must be one of random, error"),
                           (["--adversarial", "0.1", "--strategy", "fsdp"], "--adversarial is not supported with"),
-                          (["--refine-channels", "-1"], "refine_channels and refine_features must be >= 0"),
+                          (["--refine-channels", "-1"], "refine_channels, refine_features and refine_blocks must"),
+                          (["--refine-blocks", "2"], "refine_blocks deepen the refinement head; give refine_chan"),
                           (["--encoder-window", "-1"], "encoder_window must be >= 0, got -1"),
                           (["--init-from", tmp_path / "tok", "--encoder-window", "1"],
                            "--encoder-window changes the encoder"),

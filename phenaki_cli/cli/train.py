@@ -85,6 +85,9 @@ def train_tokenizer_command(
                                           "a transformer trained on them) stay valid."),
         refine_channels: Optional[int] = typer.Option(None, "--refine-channels", help="Add a per-frame "
                                                       "convolutional refinement head of this width (0: none)."),
+        refine_blocks: Optional[int] = typer.Option(None, "--refine-blocks", help="Residual convolution pairs "
+                                                    "inside the refinement head; with --init-from, more than it "
+                                                    "has deepens the head (each new one starts as no change)."),
         codebook_size: Optional[int] = typer.Option(None, "--codebook-size", help="Codes in the codebook; with "
                                                     "--init-from, more than it has adds new codes (it keeps its "
                                                     "own)."),
@@ -131,8 +134,9 @@ def train_tokenizer_command(
     else:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(TOKENIZER_PRESETS)}")
     # options that a fine-tune may change too (the other design options would change its weights)
-    added = {k: v for k, v in {"refine_channels": refine_channels, "codebook_size": codebook_size,
-                               "dead_code_restart": dead_code_restart}.items() if v is not None}
+    added = {k: v for k, v in {"refine_channels": refine_channels, "refine_blocks": refine_blocks,
+                               "codebook_size": codebook_size, "dead_code_restart": dead_code_restart}.items()
+             if v is not None}
     cfg = dataclasses.replace(cfg, **added)
     cfg.validate()
     settings = _loop_settings(TrainSettings, steps=steps, batch_size=batch_size, frames=frames, fps=fps, lr=lr,

@@ -39,25 +39,33 @@ class TokenizerOutput:
 
 
 class RefineHead(nn.Module):
-    """Per-frame 3×3 convolutions from the unpatchified RGB + features to an RGB correction.
+    """Per-frame 3×3 convolutions from the unpatchified RGB + features to an RGB correction, with
+    `blocks` residual pairs of convolutions before the last layer.
 
-    The last layer starts at zero, so adding the head to a trained tokenizer changes nothing
-    until it learns. Frames are folded into the batch: no operation mixes time."""
+    The last layer, and each block's last convolution, start at zero, so adding the head (or blocks
+    to a trained head) changes nothing until it learns. Frames are folded into the batch: no
+    operation mixes time."""
 
-    def __init__(self, in_channels: int, channels: int, out_channels: int):
+    def __init__(self, in_channels: int, channels: int, out_channels: int, blocks: int = 0):
         super().__init__()
         self.net = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.GELU(),
                                  nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
                                  nn.Conv2d(channels, out_channels, 3, padding=1))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+                                                  nn.Conv2d(channels, channels, 3, padding=1))
+                                    for _ in range(blocks))
+        for last in [self.net[-1]] + [block[-1] for block in self.blocks]:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         # channels-last: oneDNN's convolutions take about 2/3 of the time that way (bf16, forward +
         # backward at 64×64, measured), and the head is a third of a 4×4-patch tokenizer's step
-        frames = rearrange(x, "b f c h w -> (b f) c h w").contiguous(memory_format=torch.channels_last)
-        return rearrange(self.net(frames), "(b f) c h w -> b f c h w", b=b)
+        hidden = self.net[:-1](rearrange(x, "b f c h w -> (b f) c h w").contiguous(memory_format=torch.channels_last))
+        for block in self.blocks:
+            hidden = hidden + block(hidden)
+        return rearrange(self.net[-1](hidden), "(b f) c h w -> b f c h w", b=b)
 
 
 def window_offsets(grid: int, radius: int) -> torch.Tensor:
@@ -107,12 +115,13 @@ class CViViT(nn.Module):
             if not self.stationary:
                 self.to_first_features = nn.Linear(c.dim, e * p * p)
             self.to_rest_features = nn.Linear(c.dim, e * t * p * p)
-            self.refine = RefineHead(c.channels + e, c.refine_channels, c.channels)
+            self.refine = RefineHead(c.channels + e, c.refine_channels, c.channels, c.refine_blocks)
 
     # which tokens a video gets depends on these weights alone; the rest only draws tokens
     # (the quantizer's project_out included), so it can be fine-tuned with tokens unchanged
     ENCODER_PREFIXES = ("embed_", "encoder_", "quantizer.project_in.", "quantizer.codebook")
-    # the refinement head: what a tokenizer trained without one lacks when it is added for fine-tuning
+    # the refinement head (its blocks too): what a tokenizer trained without it lacks when it is added
+    # for fine-tuning
     REFINE_PREFIXES = ("to_first_features.", "to_rest_features.", "refine.")
 
     # ----- shapes ---------------------------------------------------------------------------
