@@ -14,7 +14,9 @@ one-scene test stories (seeds fixed):
 - `next_step_tokens`: teacher forcing. Given the true tokens of time steps < s and the text,
   the transformer's most likely token at step s (s = 1 and 3) against the true one, apart for
   "object" positions (the true code differs from that step's most common code, i.e. anything
-  but plain background) and the rest.
+  but plain background) and the rest. The object positions are split again by whether the true
+  code equals the previous step's (`_unchanged`: copying it would be right) or not (`_changed`);
+  `object_copy_share` is the share of object positions where copying is right.
 - `verb_reading`: whether the text's verbs reach the objects they belong to. Teacher-forced as
   above, the mean negative log-likelihood of the true object tokens at steps 1–3 rises by
   `wrong_verb` (nats) when a one-object scene's verb is replaced by another (moves left ↔ right,
@@ -105,7 +107,9 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
     transformer, tokenizer, settings = model.transformer, model.tokenizer, model.settings()
     mask_id = transformer.config.mask_id
     drawn, ceiling, from_text, from_first = [], [], [], []
-    tokens_right = {f"step_{s}_{kind}": [] for s in (1, 3) for kind in ("object", "background")}
+    kinds = ("object", "background", "object_unchanged", "object_changed")
+    tokens_right = {f"step_{s}_{kind}": [] for s in (1, 3) for kind in kinds}
+    copy_share = []
     verb_gain = {"wrong_verb": [], "swapped_verbs": []}
     verb_gain_step_1 = {"wrong_verb": [], "swapped_verbs": []}
     for index in range(scenes):
@@ -127,7 +131,10 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
         for step in (s for s in (1, 3) if s < true.shape[1]):
             logits, target, is_object = next_step(transformer, true, context, mask_id, step)
             predicted = logits.argmax(-1)
-            for kind, where in (("object", is_object), ("background", ~is_object)):
+            unchanged = target == true[0, step - 1]
+            copy_share.append((unchanged[is_object]).float().mean().item() if is_object.any() else None)
+            for kind, where in (("object", is_object), ("background", ~is_object),
+                                ("object_unchanged", is_object & unchanged), ("object_changed", is_object & ~unchanged)):
                 if where.any():
                     tokens_right[f"step_{step}_{kind}"].append((predicted[where] == target[where]).float().mean().item())
         kind, other = altered(caption)
@@ -160,6 +167,7 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
     return {"model": str(model_dir), "scenes": scenes, "clauses": len(ceiling),
             "first_frame": {"presence": mean(drawn), "tokenizer_presence": mean(ceiling)},
             "next_step_tokens": {key: mean(values) for key, values in tokens_right.items()},
+            "object_copy_share": mean([share for share in copy_share if share is not None]),
             "verb_reading": {key: mean(values) for key, values in verb_gain.items()},
             # how far to trust the two figures above: scenes behind each, and the standard error of its mean
             "verb_reading_scenes": {key: len(values) for key, values in verb_gain.items()},
