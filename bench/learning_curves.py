@@ -10,7 +10,9 @@ top of `phenaki train`'s preset). It is trained by `phenaki train TOKENS ... --c
 which keeps a checkpoint at each mark of the training process's own CPU time (so other work on the
 machine does not skew the comparison) and stops at the last. Every checkpoint is then scored by
 bench/transformer_probe.py: next-step object tokens given the truth, a scene continued from the
-true first frame, a scene from text. Runs resume (`--resume`) and scores are cached in
+true first frame, a scene from text. With --teacher-forced, only the figures that need no generation
+(next-step object tokens at steps 1 and 3, and how much swapping two objects' verbs costs), a few
+seconds a scene instead of minutes, so long runs can be followed at every mark. Runs resume (`--resume`) and scores are cached in
 OUT/NAME/curve.json, so running the script again trains and scores only what is missing, and a
 longer --minutes extends every curve. It writes OUT/curves.json and a plot, OUT/curves.png.
 """
@@ -30,6 +32,9 @@ from transformer_probe import probe  # noqa: E402  (bench/transformer_probe.py)
 PANELS = (("next-step object tokens (step 1)", ("next_step_tokens", "step_1_object")),
           ("scene from the true first frame", ("scene_accuracy", "from_true_first_frame")),
           ("scene from text", ("scene_accuracy", "from_text")))
+TEACHER_FORCED_PANELS = (("next-step object tokens (step 1)", ("next_step_tokens", "step_1_object")),
+                         ("next-step object tokens (step 3)", ("next_step_tokens", "step_3_object")),
+                         ("swapped verbs (nats)", ("verb_reading", "swapped_verbs")))
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127)]
 
@@ -96,25 +101,30 @@ def score_all(args, candidates: list[tuple[str, dict]]) -> dict:
         cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
         for step, minutes, folder in checkpoints(run):
             key = str(step)
-            if key not in cache or cache[key].get("scenes") != args.scenes:
-                cache[key] = dict(probe(folder, args.scenes), step=step, cpu_minutes=minutes)
+            cached = cache.get(key, {})
+            # a generated probe also holds every teacher-forced figure
+            missing_generation = not args.teacher_forced and not cached.get("generated", True)
+            if cached.get("scenes") != args.scenes or missing_generation:
+                cache[key] = dict(probe(folder, args.scenes, generate=not args.teacher_forced), step=step,
+                                  cpu_minutes=minutes, generated=not args.teacher_forced)
                 cache[key]["model"] = str(folder)
                 cache_path.write_text(json.dumps(cache, indent=1) + "\n")
         curves[name] = {"overrides": overrides, "points": sorted(cache.values(), key=lambda p: p["step"])}
     return curves
 
 
-def plot(curves: dict, path: Path) -> None:
-    """One panel per probe figure against CPU minutes, one line per candidate (Pillow)."""
+def plot(curves: dict, path: Path, panels=PANELS) -> None:
+    """One panel per probe figure against CPU minutes, one line per candidate (Pillow); a point whose
+    figure the probe did not give is left out."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=12)
     panel_w, panel_h, margin = 300, 220, 40
-    sheet = Image.new("RGB", (len(PANELS) * (panel_w + margin) + margin, panel_h + 2 * margin + 18 * len(curves)),
+    sheet = Image.new("RGB", (len(panels) * (panel_w + margin) + margin, panel_h + 2 * margin + 18 * len(curves)),
                       "white")
     draw = ImageDraw.Draw(sheet)
     longest = max((p["cpu_minutes"] for c in curves.values() for p in c["points"]), default=1.0) or 1.0
-    for i, (title, (group, key)) in enumerate(PANELS):
+    for i, (title, (group, key)) in enumerate(panels):
         left, top = margin + i * (panel_w + margin), margin
         draw.rectangle([left, top, left + panel_w, top + panel_h], outline=(0, 0, 0))
         draw.text((left, top - 16), title, fill=(0, 0, 0), font=font)
@@ -126,7 +136,7 @@ def plot(curves: dict, path: Path) -> None:
                   font=font)
         for colour, curve in zip(COLOURS, curves.values()):
             xy = [(left + p["cpu_minutes"] / longest * panel_w, top + panel_h - p[group][key] * panel_h)
-                  for p in curve["points"]]
+                  for p in curve["points"] if p[group].get(key) is not None]
             if len(xy) > 1:
                 draw.line(xy, fill=colour, width=2)
             for x, y in xy:
@@ -150,6 +160,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="candidates trained at once")
     parser.add_argument("--scenes", type=int, default=20, help="one-scene test stories per probe")
     parser.add_argument("--score-only", action="store_true", help="score the checkpoints there are, train nothing")
+    parser.add_argument("--teacher-forced", action="store_true",
+                        help="score only the figures that need no generation (fast; plots those)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
@@ -160,11 +172,10 @@ def main() -> None:
         train_all(args, candidates)
     curves = score_all(args, candidates)
     (args.output / "curves.json").write_text(json.dumps(curves, indent=1) + "\n")
-    plot(curves, args.output / "curves.png")
+    panels = TEACHER_FORCED_PANELS if args.teacher_forced else PANELS
+    plot(curves, args.output / "curves.png", panels)
     print(json.dumps({name: [{"cpu_minutes": p["cpu_minutes"], "step": p["step"],
-                              "next_step_object": p["next_step_tokens"]["step_1_object"],
-                              "from_true_first_frame": p["scene_accuracy"]["from_true_first_frame"],
-                              "from_text": p["scene_accuracy"]["from_text"]} for p in c["points"]]
+                              **{key: p[group].get(key) for _, (group, key) in panels}} for p in c["points"]]
                       for name, c in curves.items()}))
 
 
