@@ -12,8 +12,8 @@ machine does not skew the comparison) and stops at the last. Every checkpoint is
 bench/transformer_probe.py: next-step object tokens given the truth, a scene continued from the
 true first frame, a scene from text. With --teacher-forced, only the figures that need no generation
 (next-step object tokens at steps 1 and 3, and how much swapping two objects' verbs costs), a few
-seconds a scene instead of minutes, so long runs can be followed at every mark. Runs resume (`--resume`) and scores are cached in
-OUT/NAME/curve.json, so running the script again trains and scores only what is missing, and a
+seconds a scene instead of minutes, so long runs can be followed at every mark. Runs resume
+(`--resume`) and scores are cached in OUT/NAME/curve.json, so running the script again trains and scores only what is missing, and a
 longer --minutes extends every curve. It writes OUT/curves.json and a plot, OUT/curves.png.
 """
 

@@ -132,7 +132,8 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
             logits, target, is_object = next_step(transformer, true, context, mask_id, step)
             predicted = logits.argmax(-1)
             unchanged = target == true[0, step - 1]
-            copy_share.append((unchanged[is_object]).float().mean().item() if is_object.any() else None)
+            if is_object.any():
+                copy_share.append(unchanged[is_object].float().mean().item())
             for kind, where in (("object", is_object), ("background", ~is_object),
                                 ("object_unchanged", is_object & unchanged), ("object_changed", is_object & ~unchanged)):
                 if where.any():
@@ -167,7 +168,7 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
     return {"model": str(model_dir), "scenes": scenes, "clauses": len(ceiling),
             "first_frame": {"presence": mean(drawn), "tokenizer_presence": mean(ceiling)},
             "next_step_tokens": {key: mean(values) for key, values in tokens_right.items()},
-            "object_copy_share": mean([share for share in copy_share if share is not None]),
+            "object_copy_share": mean(copy_share),
             "verb_reading": {key: mean(values) for key, values in verb_gain.items()},
             # how far to trust the two figures above: scenes behind each, and the standard error of its mean
             "verb_reading_scenes": {key: len(values) for key, values in verb_gain.items()},
