@@ -17,6 +17,10 @@ one-scene test stories (seeds fixed):
   but plain background) and the rest. The object positions are split again by whether the true
   code equals the previous step's (`_unchanged`: copying it would be right) or not (`_changed`);
   `object_copy_share` is the share of object positions where copying is right.
+  `next_step_tokens_guided`: the same, argmax of the logits with the model's classifier-free guidance
+  (its sampling setting, as `story` samples them): guidance pushes the prediction towards what the text
+  says, so at step 1, where only the text can say how an object moves, the changed tokens read how much
+  motion the text gives when sampling, which the plain conditional argmax hides.
 - `verb_reading`: whether the text's verbs reach the objects they belong to. Teacher-forced as
   above, the mean negative log-likelihood of the true object tokens at steps 1–3 rises by
   `wrong_verb` (nats) when a one-object scene's verb is replaced by another (moves left ↔ right,
@@ -51,7 +55,7 @@ from phenaki_cli.codec import decode_grid, encode_frames
 from phenaki_cli.data.shapes_sampler import sample_rendered_story
 from phenaki_cli.eval.analyser import analyse, find_blobs, match
 from phenaki_cli.pipeline import Phenaki
-from phenaki_cli.sampling import prepare_guided
+from phenaki_cli.sampling import guided_logits, prepare_guided
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "shapes-64"
 SCENE_FRAMES = 16
@@ -77,13 +81,16 @@ def altered(caption):
                                                                   dataclasses.replace(clauses[1], action=clauses[0].action)))
 
 
-def next_step(transformer, true: torch.Tensor, context, mask_id: int, step: int):
-    """Teacher forcing: the logits (h, w, vocab) of time step `step` given the true earlier steps, the
-    true tokens there, and where they are objects (not that step's most common code)."""
+def next_step(transformer, true: torch.Tensor, context, mask_id: int, step: int, guidance: float = 1.0,
+              codebook_size: int | None = None):
+    """Teacher forcing: the logits (h, w, vocab) of time step `step` given the true earlier steps (guided
+    when `context` is `prepare_guided`'s for that `guidance`), the true tokens there, and where they are
+    objects (not that step's most common code)."""
     given = true.clone()
     given[:, step:] = mask_id
     target = true[0, step]
-    return transformer(given, context)[0, step], target, target != target.flatten().mode().values
+    logits = guided_logits(transformer, given, context, guidance, codebook_size or transformer.config.vocab_size)
+    return logits[0, step], target, target != target.flatten().mode().values
 
 
 def object_nll(transformer, true: torch.Tensor, context, mask_id: int) -> dict[int, float]:
@@ -109,6 +116,7 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
     drawn, ceiling, from_text, from_first = [], [], [], []
     kinds = ("object", "background", "object_unchanged", "object_changed")
     tokens_right = {f"step_{s}_{kind}": [] for s in (1, 3) for kind in kinds}
+    tokens_right_guided = {f"step_{s}_{kind}": [] for s in (1, 3) for kind in kinds}
     copy_share = []
     verb_gain = {"wrong_verb": [], "swapped_verbs": []}
     verb_gain_step_1 = {"wrong_verb": [], "swapped_verbs": []}
@@ -128,16 +136,21 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
 
         # the next time step's tokens given the true earlier ones (argmax, conditional model)
         context = prepare_guided(transformer, text, text_mask, true.shape[1], 1.0)
+        guided_context = prepare_guided(transformer, text, text_mask, true.shape[1], settings.guidance)
         for step in (s for s in (1, 3) if s < true.shape[1]):
-            logits, target, is_object = next_step(transformer, true, context, mask_id, step)
-            predicted = logits.argmax(-1)
-            unchanged = target == true[0, step - 1]
+            for right, ctx, guidance in ((tokens_right, context, 1.0),
+                                         (tokens_right_guided, guided_context, settings.guidance)):
+                logits, target, is_object = next_step(transformer, true, ctx, mask_id, step, guidance,
+                                                      tokenizer.config.codebook_size)
+                predicted = logits.argmax(-1)
+                unchanged = target == true[0, step - 1]
+                for kind, where in (("object", is_object), ("background", ~is_object),
+                                    ("object_unchanged", is_object & unchanged),
+                                    ("object_changed", is_object & ~unchanged)):
+                    if where.any():
+                        right[f"step_{step}_{kind}"].append((predicted[where] == target[where]).float().mean().item())
             if is_object.any():
                 copy_share.append(unchanged[is_object].float().mean().item())
-            for kind, where in (("object", is_object), ("background", ~is_object),
-                                ("object_unchanged", is_object & unchanged), ("object_changed", is_object & ~unchanged)):
-                if where.any():
-                    tokens_right[f"step_{step}_{kind}"].append((predicted[where] == target[where]).float().mean().item())
         kind, other = altered(caption)
         if kind is not None:
             other_text = model.text_encoder.embed(other.text())[None]
@@ -169,6 +182,8 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
             "first_frame": {"presence": mean(drawn), "tokenizer_presence": mean(ceiling)},
             "next_step_tokens": {key: mean(values) for key, values in tokens_right.items()},
             "object_copy_share": mean(copy_share),
+            "guidance": settings.guidance,
+            "next_step_tokens_guided": {key: mean(values) for key, values in tokens_right_guided.items()},
             "verb_reading": {key: mean(values) for key, values in verb_gain.items()},
             # how far to trust the two figures above: scenes behind each, and the standard error of its mean
             "verb_reading_scenes": {key: len(values) for key, values in verb_gain.items()},
