@@ -134,7 +134,7 @@ def probe(model_dir: Path, scenes: int, generate: bool = True) -> dict:
         ceiling += found(decode_grid(tokenizer, grid[:1])[0], caption)
         true = torch.from_numpy(grid.astype(np.int64))[None]
 
-        # the next time step's tokens given the true earlier ones (argmax, conditional model)
+        # the next time step's tokens given the true earlier ones (argmax: conditional model, and guided)
         context = prepare_guided(transformer, text, text_mask, true.shape[1], 1.0)
         guided_context = prepare_guided(transformer, text, text_mask, true.shape[1], settings.guidance)
         for step in (s for s in (1, 3) if s < true.shape[1]):
