@@ -14,7 +14,7 @@ from phenaki_cli.video_io import read_video, write_png, write_video
 def test_each_task_gives_the_right_tokens_and_masks_only_the_rest():
     generator = torch.Generator().manual_seed(0)
     t, h, w = 5, 4, 4
-    for task in ("generate", "predict", "rewind", "infill", "box"):
+    for task in ("generate", "predict", "rewind", "infill", "box", "forecast"):
         for prefix in (0, 2):
             for _ in range(10):
                 given = task_given((1, t, h, w), torch.tensor([prefix]), [task], generator)[0]
@@ -32,9 +32,14 @@ def test_each_task_gives_the_right_tokens_and_masks_only_the_rest():
                 if task == "box":  # the same rectangle missing in every step after the prefix
                     holes = ~given[prefix:]
                     assert holes.any() and (holes == holes[:1]).all()
-                mask = mask_among(given[None], generator)[0]
+                whole = torch.tensor([task == "forecast"])
+                mask = mask_among(given[None], generator, whole)[0]
                 assert mask.any() and not (mask & given).any()
+                if task == "forecast":  # the prefix (or the first step) given, everything after it masked
+                    head = max(prefix, 1)
+                    assert per_step[:head].all() and (mask.reshape(t, -1)[head:]).all()
     assert set(TaskMix(0.25, 0.25, 0.25, 0.25).draw(200, generator)) == {"predict", "rewind", "infill", "box"}
+    assert "forecast" in TaskMix(forecast=0.5).draw(50, generator)
     assert set(TaskMix().draw(20, generator)) == {"generate"}
 
 

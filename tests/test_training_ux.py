@@ -2,6 +2,7 @@
 clear line for each mistake, skipped files named once, outputs with the usual modes, a training
 state that cannot run code, plain log lines in a file, Ctrl-C that says what was kept."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -276,3 +277,14 @@ def test_reconstruct_says_when_it_trims_frames(tmp_path, tiny_model_dir):
                             tiny_model_dir)
     assert code == 0, err
     assert "note: used the first 11 of 12 frames (the tokenizer takes 1 + 2·n)" in err
+
+
+def test_a_setting_newer_than_a_run_counts_as_its_default_on_resume(tmp_path):
+    from phenaki_cli.errors import UserError
+    from phenaki_cli.train.transformer import TransformerTrainSettings as Settings
+
+    saved = dataclasses.asdict(Settings(predict_share=0.1))
+    del saved["forecast_share"]  # a run started before the forecast task existed trained without it
+    Settings(predict_share=0.1).check_same_run(saved, tmp_path)
+    with pytest.raises(UserError, match=r"--tasks forecast=0\.3: .* was started with --tasks forecast=0\.0"):
+        Settings(predict_share=0.1, forecast_share=0.3).check_same_run(saved, tmp_path)

@@ -261,8 +261,9 @@ def train_command(
         images: Optional[str] = typer.Option(None, "--images", help="Image shards or an image folder (img + txt) "
                                                                    "for the image steps."),
         image_share: float = typer.Option(0.2, "--image-share", help="Share of steps on images (paper: 0.2)."),
-        tasks: str = typer.Option("", "--tasks", help="Completion-task shares of the samples, e.g. predict=0.1,"
-                                                    "rewind=0.1,infill=0.1,box=0.1 (the rest: plain generation)."),
+        tasks: str = typer.Option("", "--tasks", help="Task shares of the samples, e.g. predict=0.1,"
+                                                    "rewind=0.1,infill=0.1,box=0.1; forecast masks all after the "
+                                                    "first step (the rest: plain generation)."),
         corrupt: float = typer.Option(0.0, "--corrupt", help="Share of the visible tokens replaced by a neighbour's "
                                       "in training, so the model learns to continue from imperfect tokens."),
         change_weight: float = typer.Option(1.0, "--change-weight", help="Loss weight of the tokens that differ "

@@ -21,6 +21,7 @@ import contextlib
 import math
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -90,11 +91,14 @@ class LoopSettings:
             raise UserError("--ema is not supported with --strategy fsdp (the EMA copy would not be sharded)")
 
     def check_same_run(self, saved: dict, out: Path) -> None:
-        """Refuse to resume the run saved in `out` (its `saved` settings) with other run settings."""
+        """Refuse to resume the run saved in `out` (its `saved` settings) with other run settings. A
+        setting the run did not save is newer than the run, which therefore trained with its default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
         for field, flag in self.RUN_FIELDS.items():
-            if field in saved and saved[field] != getattr(self, field):
+            was = saved.get(field, defaults.get(field))
+            if (field in saved or field in defaults) and was != getattr(self, field):
                 show = (lambda v: f"{flag}{v}") if flag.endswith("=") else (lambda v: f"{flag} {v}")
-                raise UserError(f"{show(getattr(self, field))}: {out} was started with {show(saved[field])}, and a "
+                raise UserError(f"{show(getattr(self, field))}: {out} was started with {show(was)}, and a "
                                 f"resumed run keeps its settings (to change them, start a new run with --init-from "
                                 f"{out})")
 

@@ -7,11 +7,17 @@ Which tokens may be masked depends on the task a sample trains (one model learns
   the tokenizer is causal);
 - predict / rewind / infill (MMVG): the first, the last, or the first and last time steps
   are given, the span between them is to be filled;
-- box (in/outpainting): everything outside a rectangle of token positions is given.
+- box (in/outpainting): everything outside a rectangle of token positions is given;
+- forecast: the clip's prefix (without one, its first time step) is given and *everything*
+  after it is masked: the window as decoding meets it once the given or first frame is settled,
+  where only the text can say what changes. Under a cosine-drawn share some token of a later
+  step nearly always shows an object's new colour or place, so the other tasks teach copying it
+  more than reading the verb.
 
-Given tokens are never masked; among the others a cosine-drawn share is. With `corrupt` a share
-of the tokens left visible is replaced by a neighbour's (`corrupt_visible`), so the model learns to
-continue from tokens as imperfect as its own earlier choices are when it samples. With
+Given tokens are never masked; among the others a cosine-drawn share is (all of them in
+forecast). With `corrupt` a share of the tokens left visible is replaced by a neighbour's
+(`corrupt_visible`), so the model learns to continue from tokens as imperfect as its own
+earlier choices are when it samples. With
 `change_weight` the masked tokens that differ from the true token at their place one time step
 earlier (about a tenth of them in Shapes World: the edges of whatever moves, grows or changes
 colour) weigh that much more in the loss, so copying the previous step is no longer nearly as good
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 
 from phenaki_cli.transformer.maskgit import MaskGIT
 
-TASKS = ("generate", "predict", "rewind", "infill", "box")
+TASKS = ("generate", "predict", "rewind", "infill", "box", "forecast")
 
 
 @dataclass(frozen=True)
@@ -39,16 +45,21 @@ class TaskMix:
     rewind: float = 0.0
     infill: float = 0.0
     box: float = 0.0
+    forecast: float = 0.0  # last, so that runs without it draw the tasks they always drew
+
+    @property
+    def shares(self) -> list[float]:
+        return [self.predict, self.rewind, self.infill, self.box, self.forecast]  # the order of TASKS[1:]
 
     def validate(self) -> None:
-        shares = [self.predict, self.rewind, self.infill, self.box]
+        shares = self.shares
         if not all(0 <= s <= 1 for s in shares) or not sum(shares) <= 1:  # nan fails these too
             raise ValueError(f"task shares must be >= 0 and sum to at most 1, got {shares}")
 
     def draw(self, count: int, generator: torch.Generator | None) -> list[str]:
-        cumulative = torch.tensor([self.predict, self.rewind, self.infill, self.box]).cumsum(0)
+        cumulative = torch.tensor(self.shares).cumsum(0)
         picks = torch.searchsorted(cumulative, torch.rand(count, generator=generator), right=True)
-        return [TASKS[1 + int(i)] if i < 4 else "generate" for i in picks]
+        return [TASKS[1 + int(i)] if i < len(cumulative) else "generate" for i in picks]
 
 
 def cosine_schedule(r: torch.Tensor) -> torch.Tensor:
@@ -73,13 +84,15 @@ def task_given(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor, tas
         prefix = int(prefix_steps[i])
         before = time_index < prefix
         first = max(prefix, 1)  # the earliest step a span may start at
-        room = {"predict": 1, "rewind": 2 if prefix else 1, "infill": 2}  # steps from `first` the task needs
+        room = {"predict": 1, "forecast": 1, "rewind": 2 if prefix else 1, "infill": 2}  # steps from `first` needed
         if task in ("rewind", "infill") and t - first < room[task]:
             task = "predict"
-        if task == "predict" and t - first < room[task]:
+        if task in ("predict", "forecast") and t - first < room[task]:
             task = "generate"
         if task == "generate":
             given[i] = before
+        elif task == "forecast":  # mask_among masks all the rest
+            given[i] = time_index < first
         elif task == "predict":  # the first k steps given
             given[i] = time_index < _uniform(first, t - 1, generator)
         elif task == "rewind":  # the last steps from k on given
@@ -98,13 +111,16 @@ def task_given(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor, tas
     return given
 
 
-def mask_among(given: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def mask_among(given: torch.Tensor, generator: torch.Generator | None = None,
+               whole: torch.Tensor | None = None) -> torch.Tensor:
     """(b, T, h, w) bool, True = masked: per sample a cosine-drawn share (at least one token)
-    of the positions that are not given."""
+    of the positions that are not given; all of them for the samples where `whole` (b,) is True."""
     b = given.shape[0]
     maskable = ~given.reshape(b, -1)
     available = maskable.sum(-1)
     ratio = cosine_schedule(torch.rand(b, generator=generator))
+    if whole is not None:  # after the draw, so the other samples' masks stay what they were
+        ratio = torch.where(whole, torch.ones_like(ratio), ratio)
     count = torch.minimum(torch.clamp((ratio * available).ceil().long(), min=1), available)
     scores = torch.rand(maskable.shape, generator=generator).masked_fill(~maskable, 2.0)
     ranks = scores.argsort(-1).argsort(-1)
@@ -150,7 +166,7 @@ def masked_token_loss(model: MaskGIT, tokens: torch.Tensor, text: torch.Tensor, 
     # drawn on the CPU from the step's generator (reproducible on any device), then moved
     tasks = (mix or TaskMix()).draw(tokens.shape[0], generator)
     given = task_given(tuple(tokens.shape), prefix_steps.cpu(), tasks, generator)
-    mask = mask_among(given, generator).to(tokens.device)
+    mask = mask_among(given, generator, torch.tensor([task == "forecast" for task in tasks])).to(tokens.device)
     drop = torch.rand(tokens.shape[0], generator=generator) < text_drop
     context = model.prepare(text, text_mask, tokens.shape[1], drop=drop)
     seen = corrupt_visible(tokens, mask, corrupt, generator) if corrupt else tokens  # drawn last: masks and
