@@ -18,10 +18,10 @@ Weights the objective holds beside the model (a discriminator) go to the trainin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import warnings
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
