@@ -189,6 +189,9 @@ class SamplingConfig:
     steps: int = 12
     guidance: float = 3.0  # classifier-free guidance: uncond + s·(cond − uncond); 0 = unconditional, 1 = conditional
     temperature: float = 4.5  # Gumbel noise on the confidences, annealed linearly to 0
+    # guidance draws only codes the conditional model gives at least this share of its top probability
+    # (sampling.py), in windows that continue given frames: a story's later windows, image-to-video
+    plausibility: float = 0.0
     window_frames: int = 17  # frames per generated window (1 + t·n)
     prime_frames: int = 5  # K: frames re-encoded and frozen at the start of every later window (1 + t·m)
 
@@ -199,6 +202,8 @@ class SamplingConfig:
             raise UserError(f"sampling: guidance must be a number >= 0, got {self.guidance}")
         if not 0 <= self.temperature < math.inf:
             raise UserError(f"sampling: temperature must be a number >= 0, got {self.temperature}")
+        if not 0 <= self.plausibility < 1:
+            raise UserError(f"sampling: plausibility must lie in [0, 1), got {self.plausibility}")
         for name in ("window_frames", "prime_frames"):
             value = getattr(self, name)
             if value < 1 or (value - 1) % temporal_patch:

@@ -179,10 +179,13 @@ class Phenaki:
                     prefix = self.tokenizer.encode(prime)
                     tokens[:, : prefix.shape[1]] = prefix
                 context = prepare_guided(self.transformer, text, text_mask, time_steps, settings.guidance)
+                # the plausibility constraint only where frames are given: drawing objects from nothing
+                # needs codes the conditional model ranks below the background (model card, session 33)
                 tokens = maskgit_decode(self.transformer, tokens, context, settings.steps, settings.guidance,
                                         settings.temperature, self.tokenizer.config.codebook_size, generator,
                                         on_step=None if on_step is None else (
-                                            lambda step, w=window: on_step(w, step)))
+                                            lambda step, w=window: on_step(w, step)),
+                                        plausibility=settings.plausibility if window.prime else 0.0)
                 frames = tensor_to_frames(self.tokenizer.decode(tokens)[0].float())
             new = frames[window.prime: window.prime + window.keep]
             history = new if history is None else np.concatenate([history, new])[-settings.prime_frames:]

@@ -7,7 +7,11 @@ Start with the unknown positions masked. At step s of S (r = (s + 1) / S):
  3. confidence = log p(sampled) + temperature · (1 − r) · Gumbel noise; given tokens never
     change (infinite confidence), so a frozen prefix is never re-masked.
 The last step fills whatever is left. Classifier-free guidance runs the conditional and
-unconditional model in one batch: logits = uncond + s · (cond − uncond).
+unconditional model in one batch: logits = uncond + s · (cond − uncond). With a plausibility
+α > 0 (contrastive decoding's adaptive plausibility, Li et al. 2022), guidance chooses only among
+the codes whose conditional probability is at least α times the most likely one's: guidance
+amplifies every difference between the two models, and without the constraint it can lift a code
+the conditional model all but rules out (an extra blob where the background is sure).
 """
 
 from __future__ import annotations
@@ -40,21 +44,28 @@ def prepare_guided(model: MaskGIT, text: torch.Tensor, text_mask: torch.Tensor, 
 
 
 def guided_logits(model: MaskGIT, tokens: torch.Tensor, context: WindowContext, guidance: float,
-                  codebook_size: int) -> torch.Tensor:
+                  codebook_size: int, plausibility: float = 0.0) -> torch.Tensor:
+    implausible = None
     if guidance in (0, 1):
         logits = model(tokens, context)
     else:
         cond, uncond = model(torch.cat([tokens, tokens]), context).chunk(2)
         logits = uncond + guidance * (cond - uncond)
+        if plausibility > 0:
+            log_p = torch.log_softmax(cond[..., :codebook_size].float(), -1)
+            implausible = log_p < log_p.max(-1, keepdim=True).values + math.log(plausibility)
+    logits = logits.float()
+    if implausible is not None:
+        logits[..., :codebook_size].masked_fill_(implausible, -math.inf)
     if codebook_size < logits.shape[-1]:  # ids past the tokenizer's codebook can never be decoded
         logits[..., codebook_size:] = -math.inf
-    return logits.float()
+    return logits
 
 
 @torch.inference_mode()
 def maskgit_decode(model: MaskGIT, tokens: torch.Tensor, context: WindowContext, steps: int, guidance: float,
                    temperature: float, codebook_size: int, generator: torch.Generator | None = None,
-                   on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+                   on_step: Callable[[int], None] | None = None, plausibility: float = 0.0) -> torch.Tensor:
     """Fill the [MASK] positions of `tokens` (b, T, h, w); other positions are returned unchanged."""
     mask_id = model.config.mask_id
     shape = tokens.shape
@@ -62,7 +73,7 @@ def maskgit_decode(model: MaskGIT, tokens: torch.Tensor, context: WindowContext,
     unknown = tokens == mask_id
     unknown_at_start = unknown.sum(-1)
     for step in range(steps):
-        logits = guided_logits(model, tokens.reshape(shape), context, guidance, codebook_size)
+        logits = guided_logits(model, tokens.reshape(shape), context, guidance, codebook_size, plausibility)
         logits = logits.reshape(shape[0], tokens.shape[1], -1)
         sampled = (logits + gumbel_noise(logits.shape, generator)).argmax(-1)
         sampled = torch.where(unknown, sampled, tokens)

@@ -137,6 +137,9 @@ def test_complete_inpaint_edit_commands(tiny_phenaki_dir, tmp_path):
     assert code == 0, err
     out = read_video(tmp_path / "to-end").frames
     assert len(out) == 9 and np.array_equal(out[-1], frames[0])
+    code, _, err = run_cli("generate", "a red square moves left", "-o", tmp_path / "to-end2", "--image-end",
+                           tmp_path / "end.png", "--plausibility", "0.1", *common)
+    assert code == 2 and "drop --storyboard, --prime-frames, --fps, --plausibility" in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -176,6 +179,12 @@ def test_eval_task_scores_completion_cases(tiny_phenaki_dir):
     code, _, err = run_cli("eval", "--generate", "1", "--task", "predict", "--iterations", "2", "--model",
                            tiny_phenaki_dir)
     assert code == 2 and "--iterations sets the re-encode rounds of --task rewind, infill or inpaint" in err
+    code, _, err = run_cli("eval", "--generate", "1", "--task", "predict", "--plausibility", "0.1", "--model",
+                           tiny_phenaki_dir)
+    assert code == 2 and "--plausibility applies to generated stories and --task image" in err
+    code, out, err = run_cli("eval", "--generate", "1", "--task", "image", "--plausibility", "0.1", "--model",
+                             tiny_phenaki_dir, "--json")
+    assert code == 0 and json.loads(out)["cases"] == 1, err
     code, _, err = run_cli("eval", "--task", "predict", "--model", tiny_phenaki_dir)
     assert code == 2 and "give --generate N too" in err
     code, _, err = run_cli("eval", "--generate", "1", "--task", "dance", "--model", tiny_phenaki_dir)

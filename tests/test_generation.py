@@ -103,6 +103,31 @@ def test_guidance_zero_is_unconditional_and_one_is_conditional():
     assert np.array_equal(a[0], b[0])
 
 
+def test_plausibility_lets_guidance_draw_only_codes_the_conditional_model_allows():
+    model = build_tiny_phenaki()
+    transformer = model.transformer
+    tokens = torch.randint(0, 257, (1, 5, 4, 4), generator=torch.Generator().manual_seed(0))
+    text, mask = model.text_encoder.embed_batch(["a red square"])
+    context = prepare_guided(transformer, text, mask, 5, 3.0)
+    plain = guided_logits(transformer, tokens, context, 3.0, 256)
+    cond = transformer(tokens, transformer.prepare(text, mask, 5))[..., :256].float()
+    p = torch.softmax(cond, -1)
+    for alpha in (0.1, 0.5):
+        got = guided_logits(transformer, tokens, context, 3.0, 256, plausibility=alpha)
+        allowed = p >= alpha * p.max(-1, keepdim=True).values
+        assert torch.isinf(got[..., :256][~allowed]).all() and (got[..., 256:] == -math.inf).all()
+        torch.testing.assert_close(got[..., :256][allowed], plain[..., :256][allowed])
+        assert 0 < allowed.sum(-1).min() and allowed.sum(-1).max() < 256  # the top code always stays
+    # the first window (nothing given) is drawn as without the constraint; later windows are not
+    scenes = [("a red square", 9), ("a blue circle", 8)]
+    plain_video = [f for _, f in model.generate(scenes, model.settings(), seed=3)]
+    strict_video = [f for _, f in model.generate(scenes, model.settings(plausibility=0.9), seed=3)]
+    assert np.array_equal(plain_video[0], strict_video[0]) and not np.array_equal(plain_video[1], strict_video[1])
+    for bad in (1.0, -0.1):
+        with pytest.raises(UserError, match="plausibility must lie in"):
+            model.settings(plausibility=bad)
+
+
 def test_training_mask_never_touches_the_prefix():
     prefix = torch.tensor([0, 2, 4, 3])
     for seed in range(20):

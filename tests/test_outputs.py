@@ -113,6 +113,7 @@ def test_every_output_is_checked_before_any_work(tiny_phenaki_dir, tmp_path):
     (["--guidance", "nan"], "--guidance must be a number >= 0"),
     (["--temperature", "inf"], "--temperature must be a number >= 0"),
     (["--steps", "0"], "--steps must be a number >= 1"),
+    (["--plausibility", "1"], "--plausibility must be a number >= 0 and <= 0.999, got 1.0"),
 ])
 def test_bad_numbers_are_refused_where_they_are_parsed(tmp_path, args, message):
     code, _, err = run_cli("generate", "a red circle", "-o", tmp_path / "x.mp4", "--model", tmp_path / "no",

@@ -221,6 +221,9 @@ def test_fine_tuning_starts_from_the_given_model(dataset, tmp_path):
     code, _, err = run_cli(*common, "-o", tmp_path / "bad", "--init-from", tmp_path / "base", "--steps", "1",
                            "--change-weight", "0")
     assert code == 2 and "--change-weight must lie in (0, 100], got 0.0" in err and not (tmp_path / "bad").exists()
+    code, _, err = run_cli(*common, "-o", tmp_path / "bad", "--init-from", tmp_path / "base", "--steps", "1",
+                           "--crop-share", "1.5")
+    assert code == 2 and "--crop-share must lie in [0, 1], got 1.5" in err and not (tmp_path / "bad").exists()
     # text layers may be added (they start as the identity): the base model's weights carry over unchanged
     (tmp_path / "text.json").write_text('{"text_layers": 1}')
     own_tokenizer = [a for a in common if a not in ("--tokenizer", dataset / "tok")]  # the base model's, by default

@@ -288,3 +288,6 @@ def test_a_setting_newer_than_a_run_counts_as_its_default_on_resume(tmp_path):
     Settings(predict_share=0.1).check_same_run(saved, tmp_path)
     with pytest.raises(UserError, match=r"--tasks forecast=0\.3: .* was started with --tasks forecast=0\.0"):
         Settings(predict_share=0.1, forecast_share=0.3).check_same_run(saved, tmp_path)
+    # a run's crop share is its own: resuming with another one is refused, naming the flag
+    with pytest.raises(UserError, match=r"--crop-share 0\.75: .* was started with --crop-share 0\.25"):
+        Settings(predict_share=0.1, crop_share=0.75).check_same_run(saved, tmp_path)

@@ -51,6 +51,9 @@ GuidanceOption = typer.Option(None, "--guidance", help="Classifier-free guidance
                               callback=number("--guidance", 0))
 TemperatureOption = typer.Option(None, "--temperature", help="Confidence noise, annealed to 0 over the steps.",
                                  callback=number("--temperature", 0))
+PlausibilityOption = typer.Option(None, "--plausibility", help="In windows that continue given frames, guidance "
+                                  "draws only codes with at least this share of the top conditional probability "
+                                  "(0 off; default: the model's).", callback=number("--plausibility", 0, 0.999))
 IterationsOption = typer.Option(None, "--iterations", help="Re-encode rounds when known frames or pixels come after "
                                                            "or beside unknown ones (default 3; 1 when only the head "
                                                            "is known).", callback=number("--iterations", 1))

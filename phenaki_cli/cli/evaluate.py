@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text  # user text (clauses, file names) is shown as is, never read as markup
 
-from phenaki_cli.cli.common import (GuidanceOption, IterationsOption, JsonOption, ModelOption, QuietOption, SeedOption,
-                                    StepsOption, TemperatureOption, err, out, scene_bounds, setup)
+from phenaki_cli.cli.common import (GuidanceOption, IterationsOption, JsonOption, ModelOption, PlausibilityOption,
+                                    QuietOption, SeedOption, StepsOption, TemperatureOption, err, out, scene_bounds,
+                                    setup)
 from phenaki_cli.errors import UserError
 
 
@@ -30,7 +31,8 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
                                               "through the tokenizer alone (the best any transformer can do)."),
                  model: Path = ModelOption, seed: int = SeedOption, steps: Optional[int] = StepsOption,
                  guidance: Optional[float] = GuidanceOption, temperature: Optional[float] = TemperatureOption,
-                 iterations: Optional[int] = IterationsOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
+                 plausibility: Optional[float] = PlausibilityOption, iterations: Optional[int] = IterationsOption,
+                 as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Score Shapes World videos: per-clause presence and motion, continuity at scene cuts."""
     from phenaki_cli.eval.suite import aggregate, score_suite, score_video
 
@@ -42,11 +44,15 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
         raise UserError("give one of: a VIDEO (with --story or a sidecar JSON), --suite DIR, or --generate N")
     if iterations is not None and task not in ("rewind", "infill", "inpaint"):
         raise UserError("--iterations sets the re-encode rounds of --task rewind, infill or inpaint")
+    if plausibility is not None and (ceiling or task not in (None, "image")):
+        raise UserError("--plausibility applies to generated stories and --task image (windows that continue "
+                        "given frames)")
     if task is not None:
-        _eval_task(task, generate, model, seed, steps, guidance, temperature, iterations, as_json, quiet)
+        _eval_task(task, generate, model, seed, steps, guidance, temperature, plausibility, iterations, as_json, quiet)
         return
     if generate is not None:
-        _eval_generated(generate, split, scenes, model, seed, steps, guidance, temperature, as_json, quiet, ceiling)
+        _eval_generated(generate, split, scenes, model, seed, steps, guidance, temperature, plausibility, as_json, quiet,
+                        ceiling)
         return
     results = score_suite(suite) if suite is not None else [score_video(video, story)]
     summary = aggregate(results)
@@ -80,7 +86,7 @@ def _extra_objects_line(summary: dict) -> str:
 
 
 def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int, steps, guidance, temperature,
-                    as_json: bool, quiet: bool, ceiling: bool = False) -> None:
+                    plausibility, as_json: bool, quiet: bool, ceiling: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from phenaki_cli.eval.generated import generate_and_score, summarize
@@ -93,7 +99,7 @@ def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int,
         raise UserError(f"--generate must be at least 1, got {count}")
     bounds = scene_bounds(scenes)
     phenaki = Phenaki.from_pretrained(model)
-    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature)
+    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature, plausibility=plausibility)
     with Progress(TextColumn(f"[bold]eval {split}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=quiet or as_json) as progress:
         task = progress.add_task("eval", total=count)
@@ -119,7 +125,7 @@ def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int,
                   f"{summary['psnr_worst']:.2f} dB)")
 
 
-def _eval_task(task: str, count: int, model: Path, seed: int, steps, guidance, temperature,
+def _eval_task(task: str, count: int, model: Path, seed: int, steps, guidance, temperature, plausibility,
                iterations: Optional[int], as_json: bool, quiet: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -132,7 +138,7 @@ def _eval_task(task: str, count: int, model: Path, seed: int, steps, guidance, t
     if count < 1:
         raise UserError(f"--generate must be at least 1, got {count}")
     phenaki = Phenaki.from_pretrained(model)
-    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature)
+    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature, plausibility=plausibility)
     with Progress(TextColumn(f"[bold]eval {task}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=quiet or as_json) as progress:
         bar = progress.add_task("eval", total=count)

@@ -10,9 +10,9 @@ from typing import Optional
 import typer
 
 from phenaki_cli.cli.common import (FpsOption, GuidanceOption, InferencePrecisionOption, JsonOption, ModelOption,
-                                    OverwriteOption, PrimeOption, QuietOption, SeedOption, StepsOption,
-                                    StoryboardOption, TemperatureOption, TextEncoderOption, check_precision, err,
-                                    say, setup)
+                                    OverwriteOption, PlausibilityOption, PrimeOption, QuietOption, SeedOption,
+                                    StepsOption, StoryboardOption, TemperatureOption, TextEncoderOption,
+                                    check_precision, err, say, setup)
 from phenaki_cli.errors import UserError
 
 
@@ -54,8 +54,8 @@ def _warn(message: str) -> None:
 
 
 def _generate_video(scenes, outputs, model: Path, text_encoder: Optional[str], seed: int, steps, guidance,
-                    temperature, prime_frames, fps: Optional[float], start: Optional[Path], start_is_image: bool,
-                    as_json: bool, quiet: bool, where: str, precision: str) -> None:
+                    temperature, plausibility, prime_frames, fps: Optional[float], start: Optional[Path],
+                    start_is_image: bool, as_json: bool, quiet: bool, where: str, precision: str) -> None:
     """What `story` and `generate` share: load, warn about unknown words, generate with progress, report."""
     import time
 
@@ -69,7 +69,8 @@ def _generate_video(scenes, outputs, model: Path, text_encoder: Optional[str], s
     loaded = time.perf_counter()
     phenaki = Phenaki.from_pretrained(model, text_encoder)
     load_seconds = time.perf_counter() - loaded
-    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature, prime_frames=prime_frames)
+    settings = phenaki.settings(steps=steps, guidance=guidance, temperature=temperature, plausibility=plausibility,
+                                prime_frames=prime_frames)
     fps = fps or phenaki.fps
     scenes = scenes(fps)
     _warn_unknown_words(phenaki.text_encoder, scenes, where)
@@ -110,8 +111,8 @@ def story(script: Path = typer.Argument(..., help="Story script: one scene promp
           output: Path = typer.Option(..., "--output", "-o", help="Video to write (.mp4, .webm, .gif, folder)."),
           model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
           steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
-          temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
-          fps: Optional[float] = FpsOption,
+          temperature: Optional[float] = TemperatureOption, plausibility: Optional[float] = PlausibilityOption,
+          prime_frames: Optional[int] = PrimeOption, fps: Optional[float] = FpsOption,
           start: Optional[Path] = typer.Option(None, "--from", help="Continue this video (it heads the output)."),
           storyboard: bool = StoryboardOption, precision: str = InferencePrecisionOption,
           overwrite: bool = OverwriteOption, as_json: bool = JsonOption, quiet: bool = QuietOption):
@@ -128,8 +129,8 @@ def story(script: Path = typer.Argument(..., help="Story script: one scene promp
         return load_story(script, fps).scenes
 
     scenes(8.0)  # parse errors before loading the model
-    _generate_video(scenes, outputs, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
-                    start, False, as_json, quiet, str(script), precision)
+    _generate_video(scenes, outputs, model, text_encoder, seed, steps, guidance, temperature, plausibility,
+                    prime_frames, fps, start, False, as_json, quiet, str(script), precision)
 
 
 def generate(prompt: str = typer.Argument(..., help="What happens in the scene."),
@@ -139,8 +140,9 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
              image_end: Optional[Path] = typer.Option(None, "--image-end", help="Last frame to arrive at (one window)."),
              model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
              steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
-             temperature: Optional[float] = TemperatureOption, prime_frames: Optional[int] = PrimeOption,
-             fps: Optional[float] = FpsOption, storyboard: bool = StoryboardOption,
+             temperature: Optional[float] = TemperatureOption, plausibility: Optional[float] = PlausibilityOption,
+             prime_frames: Optional[int] = PrimeOption, fps: Optional[float] = FpsOption,
+             storyboard: bool = StoryboardOption,
              precision: str = InferencePrecisionOption, overwrite: bool = OverwriteOption,
              as_json: bool = JsonOption, quiet: bool = QuietOption):
     """Generate one scene from a prompt (from a start image with --image)."""
@@ -155,8 +157,9 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
         raise UserError(f"--seconds must be a positive number up to {MAX_SCENE_SECONDS:g}, got {seconds:g}")
 
     if image_end is not None:
-        if storyboard or prime_frames is not None or fps is not None:
-            raise UserError("--image-end makes one window at the model's fps: drop --storyboard, --prime-frames, --fps")
+        if storyboard or prime_frames is not None or fps is not None or plausibility is not None:
+            raise UserError("--image-end makes one window at the model's fps: drop --storyboard, --prime-frames, "
+                            "--fps, --plausibility")
         check_output(output, overwrite)
         from phenaki_cli.cli.complete import generate_between
         return generate_between(prompt.strip(), output, image, image_end, seconds, model, text_encoder, seed, steps,
@@ -166,5 +169,5 @@ def generate(prompt: str = typer.Argument(..., help="What happens in the scene."
         return [Scene(prompt.strip(), max(1, round(seconds * fps)))]
 
     outputs = video_outputs(output, storyboard, overwrite, inputs=[image])
-    _generate_video(scenes, outputs, model, text_encoder, seed, steps, guidance, temperature, prime_frames, fps,
-                    image, True, as_json, quiet, "prompt", precision)
+    _generate_video(scenes, outputs, model, text_encoder, seed, steps, guidance, temperature, plausibility,
+                    prime_frames, fps, image, True, as_json, quiet, "prompt", precision)

@@ -36,7 +36,8 @@ def info(model: Path = ModelOption, as_json: bool = JsonOption):
         lines.append(f"MaskGIT: dim {t.dim}, depth {t.depth}, {t.heads} heads of {t.dim_head}, "
                      f"{details['transformer_parameters'] / 1e6:.2f} M parameters; windows of {s.window_frames} frames "
                      f"({t.max_time_steps}×{t.grid_size}×{t.grid_size} tokens), prime {s.prime_frames}; "
-                     f"{s.steps} steps, guidance {s.guidance:g}, temperature {s.temperature:g}; {phenaki.fps:g} fps")
+                     f"{s.steps} steps, guidance {s.guidance:g}, temperature {s.temperature:g}"
+                     f"{f', plausibility {s.plausibility:g}' if s.plausibility else ''}; {phenaki.fps:g} fps")
         lines.append(f"text encoder: T5 d_model {phenaki.text_encoder.dim}, "
                      f"{details['text_encoder']['parameters'] / 1e6:.2f} M parameters ({phenaki.text_encoder.source})")
     else:

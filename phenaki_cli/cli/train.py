@@ -266,6 +266,9 @@ def train_command(
                                                     "first step (the rest: plain generation)."),
         corrupt: float = typer.Option(0.0, "--corrupt", help="Share of the visible tokens replaced by a neighbour's "
                                       "in training, so the model learns to continue from imperfect tokens."),
+        crop_share: float = typer.Option(0.25, "--crop-share", help="Share of the video steps trained on a shorter "
+                                         "window (the clip's first steps, a random length), as stories make them "
+                                         "and where more of the tokens follow a given start."),
         change_weight: float = typer.Option(1.0, "--change-weight", help="Loss weight of the tokens that differ "
                                             "from the previous time step's at their place (motion, growth, colour "
                                             "change); 1 weighs all alike."),
@@ -353,7 +356,8 @@ def train_command(
     check_frame_count(windows["frames"], tok.config.temporal_patch_size)
     settings = _loop_settings(TransformerTrainSettings, steps=steps, batch_size=batch_size, lr=lr,
                               save_every=save_every, seed=seed, warmup_cap=200, accumulate=accumulate, ema_decay=ema,
-                              image_share=image_share, **_task_shares(tasks), corrupt_share=corrupt,
+                              image_share=image_share, crop_share=crop_share, **_task_shares(tasks),
+                              corrupt_share=corrupt,
                               change_weight=change_weight, keep_last=keep_last,
                               preview_every=preview_every, precision=precision, strategy=strategy,
                               tensorboard=tensorboard, cpu_minutes=cpu_minutes, until_step=until_step)

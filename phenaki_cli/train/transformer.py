@@ -51,7 +51,7 @@ class TransformerTrainSettings(LoopSettings):
     change_weight: float = 1.0  # loss weight of the tokens that changed since the previous time step
 
     RUN_FIELDS = {**LoopSettings.RUN_FIELDS, "batch_size": "--batch-size", "text_drop": "text dropout",
-                  "image_share": "--image-share", "crop_share": "crop share", "predict_share": "--tasks predict=",
+                  "image_share": "--image-share", "crop_share": "--crop-share", "predict_share": "--tasks predict=",
                   "rewind_share": "--tasks rewind=", "infill_share": "--tasks infill=", "box_share": "--tasks box=",
                   "forecast_share": "--tasks forecast=",
                   "corrupt_share": "--corrupt", "change_weight": "--change-weight"}
@@ -66,6 +66,8 @@ class TransformerTrainSettings(LoopSettings):
             self.task_mix.validate()
         except ValueError as e:
             raise UserError(f"--tasks: {e}") from None
+        if not 0 <= self.crop_share <= 1:  # nan fails this too
+            raise UserError(f"--crop-share must lie in [0, 1], got {self.crop_share}")
         if not 0 <= self.corrupt_share < 1:  # nan fails this too
             raise UserError(f"--corrupt must lie in [0, 1), got {self.corrupt_share}")
         if not 0 < self.change_weight <= 100:  # nan fails this too
