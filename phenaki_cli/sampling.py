@@ -51,9 +51,9 @@ def guided_logits(model: MaskGIT, tokens: torch.Tensor, context: WindowContext, 
     else:
         cond, uncond = model(torch.cat([tokens, tokens]), context).chunk(2)
         logits = uncond + guidance * (cond - uncond)
-        if plausibility > 0:
-            log_p = torch.log_softmax(cond[..., :codebook_size].float(), -1)
-            implausible = log_p < log_p.max(-1, keepdim=True).values + math.log(plausibility)
+        if plausibility > 0:  # p < α · p_max  ⇔  logit < top logit + log α (the softmax's sum cancels)
+            cond = cond[..., :codebook_size].float()
+            implausible = cond < cond.max(-1, keepdim=True).values + math.log(plausibility)
     logits = logits.float()
     if implausible is not None:
         logits[..., :codebook_size].masked_fill_(implausible, -math.inf)
