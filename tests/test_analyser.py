@@ -90,3 +90,33 @@ def test_extra_objects_are_counted_and_stray_pixels_are_not():
         report = analyse(frames, s.captions, s.rendering.scene_ranges)
         assert not any(report.clean_scenes), s.captions
         assert np.mean([k for scene in report.extra_objects for k in scene]) >= 0.9
+
+
+def test_breakdown_by_verb_and_objects():
+    """`eval` says where clauses fail: a video frozen at each scene's first frame does the
+    "stays still" clauses and none of the moves, and the groups add up to the whole."""
+    from phenaki_cli.eval.analyser import clause_breakdown
+
+    stories = STORIES[:30]
+    true = [analyse(s.rendering.frames, s.captions, s.rendering.scene_ranges) for s in stories]
+    frozen = []
+    for s in stories:
+        frames = s.rendering.frames.copy()
+        for start, end in s.rendering.scene_ranges:
+            frames[start:end] = frames[start]
+        frozen.append(analyse(frames, s.captions, s.rendering.scene_ranges))
+    for reports in (true, frozen):
+        clauses = [c for r in reports for c in r.clauses]
+        b = clause_breakdown(reports)
+        assert set(b["by_verb"]) == {"moves", "turns", "grows", "shrinks", "stays"}
+        assert set(b["by_objects"]) == {"1", "2"}
+        for groups in (b["by_verb"], b["by_objects"]):
+            assert sum(n for _, n in groups.values()) == len(clauses)
+            assert np.isclose(sum(a * n for a, n in groups.values()) / len(clauses), np.mean([c.ok for c in clauses]))
+    t, f = clause_breakdown(true), clause_breakdown(frozen)
+    assert t["found"] >= 0.97 and f["found"] >= 0.97  # the first frames are the true ones
+    assert min(a for a, _ in t["by_verb"].values()) >= 0.9
+    assert f["by_verb"]["stays"][0] >= 0.9
+    assert f["by_verb"]["moves"][0] <= 0.2  # an object that has already reached its edge stays there
+    assert max(f["by_verb"][verb][0] for verb in ("grows", "shrinks", "turns")) <= 0.1
+    assert clause_breakdown([])["found"] is None

@@ -91,8 +91,12 @@ def test_render_and_eval_a_story(tmp_path):
     result = json.loads(stdout)
     assert result["prompt_accuracy"] == 1.0 and result["continuity"] == 1.0
     assert result["clean_scenes"] == 1.0 and result["extra_objects_per_frame"] <= 0.1  # a true render
+    assert result["breakdown"] == {"found": 1.0, "by_verb": {"grows": [1.0, 1], "moves": [1.0, 1], "turns": [1.0, 1]},
+                                   "by_objects": {"1": [1.0, 1], "2": [1.0, 2]}}
     code, stdout, _ = run_cli("eval", "--suite", tmp_path)
     assert code == 0 and "prompt accuracy 1.000 over 3 clauses" in stdout and "clean scenes 1.000" in stdout
+    assert ("by verb: grows 1.00 (1), moves 1.00 (1), turns 1.00 (1); by scene: 1 object 1.00 (1), 2 objects 1.00 (2); "
+            "the clause's object found in 1.000") in stdout
 
 
 def test_eval_names_bad_script_words(tmp_path):

@@ -78,11 +78,24 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
     out.print(f"prompt accuracy {summary['prompt_accuracy']:.3f} over {summary['clauses']} clauses; continuity "
               + ("n/a (one scene)" if cont is None else f"{cont:.3f} over {summary['boundaries']} checks"))
     out.print(_extra_objects_line(summary))
+    out.print(_breakdown_line(summary["breakdown"]))
 
 
 def _extra_objects_line(summary: dict) -> str:
     return (f"extra objects (blobs beyond the story's, which the accuracy ignores): "
             f"{summary['extra_objects_per_frame']:.2f} per frame; clean scenes {summary['clean_scenes']:.3f}")
+
+
+def _breakdown_line(breakdown: dict) -> str:
+    """Where clauses fail: accuracy (clauses) by verb and by objects in the scene, and how often
+    the clause's object is found at all."""
+    if breakdown["found"] is None:
+        return "no clauses scored"
+    verbs = ", ".join(f"{verb} {acc:.2f} ({n})" for verb, (acc, n) in breakdown["by_verb"].items())
+    objects = ", ".join(f"{k} object{'' if k == '1' else 's'} {acc:.2f} ({n})"
+                        for k, (acc, n) in breakdown["by_objects"].items())
+    return (f"accuracy (clauses) by verb: {verbs}; by scene: {objects}; "
+            f"the clause's object found in {breakdown['found']:.3f}")
 
 
 def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int, steps, guidance, temperature,
@@ -120,6 +133,7 @@ def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int,
                   fmt(summary["continuity"]), str(summary["held_out_clauses"]), fmt(summary["held_out_accuracy"]))
     out.print(table)
     out.print(_extra_objects_line(summary))
+    out.print(_breakdown_line(summary["breakdown"]))
     if "psnr" in summary:
         out.print(f"tokenizer PSNR against the true stories: {summary['psnr']:.2f} dB (worst story "
                   f"{summary['psnr_worst']:.2f} dB)")

@@ -175,6 +175,8 @@ class ClauseResult:
     present: bool
     action_ok: bool
     detail: str
+    verb: str = ""  # moves, turns, grows, shrinks, stays
+    objects: int = 1  # clauses (objects named) in its scene: two objects halve what a model gets right
 
     @property
     def ok(self) -> bool:
@@ -221,6 +223,23 @@ def extra_object_figures(reports: list[Report]) -> dict:
     clean = [c for r in reports for c in r.clean_scenes]
     return {"extra_objects_per_frame": float(np.mean(frames)) if frames else None,
             "clean_scenes": float(np.mean(clean)) if clean else None}
+
+
+def clause_breakdown(reports: list[Report]) -> dict:
+    """Where the clauses fail, over many reports: the share whose object is found at all, and the
+    accuracy by verb and by objects in the scene, each as [accuracy, clauses]."""
+    clauses = [c for r in reports for c in r.clauses]
+
+    def share(group: list[ClauseResult]) -> list:
+        return [float(np.mean([c.ok for c in group])), len(group)]
+
+    by_verb, by_objects = {}, {}
+    for c in clauses:
+        by_verb.setdefault(c.verb, []).append(c)
+        by_objects.setdefault(str(c.objects), []).append(c)
+    return {"found": float(np.mean([c.present for c in clauses])) if clauses else None,
+            "by_verb": {verb: share(by_verb[verb]) for verb in sorted(by_verb)},
+            "by_objects": {k: share(by_objects[k]) for k in sorted(by_objects, key=int)}}
 
 
 def _check_action(clause, path: list[Blob | None], n: int, scale: float) -> tuple[bool, str]:
@@ -285,12 +304,14 @@ def analyse(frames: np.ndarray, captions: list[Caption], scene_ranges: list[tupl
             needed = 1 if clause.verb == "turns" else len(hits) // 2 + 1
             present = sum(h is not None for h in hits) >= needed
             if not present:
-                report.clauses.append(ClauseResult(s, clause.text(), False, False, "not found"))
+                report.clauses.append(ClauseResult(s, clause.text(), False, False, "not found", clause.verb,
+                                                   len(caption.clauses)))
                 continue
             j0 = next(j for j, h in zip(check_frames, hits) if h is not None)
             path = track(scene_blobs[j0:], hits[check_frames.index(j0)], max_jump=6 * scale)
             ok, detail = _check_action(clause, path, n - j0, scale)
-            report.clauses.append(ClauseResult(s, clause.text(), True, bool(ok), detail))
+            report.clauses.append(ClauseResult(s, clause.text(), True, bool(ok), detail, clause.verb,
+                                               len(caption.clauses)))
         for clause in caption.clauses:
             if clause.article == "a":
                 names.append((clause.color, clause.shape))

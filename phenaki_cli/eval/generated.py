@@ -16,7 +16,7 @@ import numpy as np
 from phenaki_cli.config import SamplingConfig
 from phenaki_cli.data.shapes_sampler import is_held_out, sample_rendered_story
 from phenaki_cli.data.shapes_world import DEFAULT_FPS, DEFAULT_SCENE_SECONDS
-from phenaki_cli.eval.analyser import Report, analyse, extra_object_figures
+from phenaki_cli.eval.analyser import Report, analyse, clause_breakdown, extra_object_figures
 from phenaki_cli.eval.metrics import psnr
 from phenaki_cli.pipeline import Phenaki
 
@@ -88,4 +88,5 @@ def summarize(results: list[StoryResult]) -> dict:
             "continuity": float(np.mean(boundaries)) if boundaries else None,
             "held_out_clauses": len(held), "held_out_accuracy": float(np.mean(held)) if held else None,
             **extra_object_figures([r.report for r in results]),
+            "breakdown": clause_breakdown([r.report for r in results]),
             **({"psnr": float(np.mean(scores)), "psnr_worst": float(np.min(scores))} if scores else {})}

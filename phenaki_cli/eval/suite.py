@@ -10,7 +10,7 @@ import numpy as np
 
 from phenaki_cli.data.shapes_world import parse_captions
 from phenaki_cli.errors import UserError
-from phenaki_cli.eval.analyser import Report, analyse, extra_object_figures
+from phenaki_cli.eval.analyser import Report, analyse, clause_breakdown, extra_object_figures
 from phenaki_cli.story import load_story, sidecar_path
 from phenaki_cli.video_io import VIDEO_SUFFIXES, read_video
 
@@ -82,4 +82,5 @@ def aggregate(results: list[Scored]) -> dict:
     return {"videos": len(results), "clauses": len(clauses), "boundaries": len(boundaries),
             "prompt_accuracy": float(np.mean(clauses)) if clauses else 0.0,
             "continuity": float(np.mean(boundaries)) if boundaries else None,
-            **extra_object_figures([r.report for r in results])}
+            **extra_object_figures([r.report for r in results]),
+            "breakdown": clause_breakdown([r.report for r in results])}
