@@ -175,8 +175,8 @@ class ClauseResult:
     present: bool
     action_ok: bool
     detail: str
-    verb: str = ""  # moves, turns, grows, shrinks, stays
-    objects: int = 1  # clauses (objects named) in its scene: two objects halve what a model gets right
+    verb: str  # moves, turns, grows, shrinks, stays
+    objects: int  # clauses (objects named) in its scene: two objects halve what a model gets right
 
     @property
     def ok(self) -> bool:
