@@ -77,18 +77,19 @@ def eval_command(video: Optional[Path] = typer.Argument(None, help="A generated 
     cont = summary["continuity"]
     out.print(f"prompt accuracy {summary['prompt_accuracy']:.3f} over {summary['clauses']} clauses; continuity "
               + ("n/a (one scene)" if cont is None else f"{cont:.3f} over {summary['boundaries']} checks"))
-    out.print(_extra_objects_line(summary))
+    _print_clause_figures(summary)
+
+
+def _print_clause_figures(summary: dict) -> None:
+    """What the totals hide: extra objects, and where clauses fail."""
+    out.print(f"extra objects (blobs beyond the story's, which the accuracy ignores): "
+              f"{summary['extra_objects_per_frame']:.2f} per frame; clean scenes {summary['clean_scenes']:.3f}")
     out.print(_breakdown_line(summary["breakdown"]))
 
 
-def _extra_objects_line(summary: dict) -> str:
-    return (f"extra objects (blobs beyond the story's, which the accuracy ignores): "
-            f"{summary['extra_objects_per_frame']:.2f} per frame; clean scenes {summary['clean_scenes']:.3f}")
-
-
 def _breakdown_line(breakdown: dict) -> str:
-    """Where clauses fail: accuracy (clauses) by verb and by objects in the scene, and how often
-    the clause's object is found at all."""
+    """Accuracy (clauses) by verb and by objects in the scene, and how often the clause's object
+    is found at all."""
     if breakdown["found"] is None:
         return "no clauses scored"
     verbs = ", ".join(f"{verb} {acc:.2f} ({n})" for verb, (acc, n) in breakdown["by_verb"].items())
@@ -132,8 +133,7 @@ def _eval_generated(count: int, split: str, scenes: str, model: Path, seed: int,
     table.add_row(split, summary["videos"], str(summary["stories"]), str(summary["clauses"]), fmt(summary["prompt_accuracy"]),
                   fmt(summary["continuity"]), str(summary["held_out_clauses"]), fmt(summary["held_out_accuracy"]))
     out.print(table)
-    out.print(_extra_objects_line(summary))
-    out.print(_breakdown_line(summary["breakdown"]))
+    _print_clause_figures(summary)
     if "psnr" in summary:
         out.print(f"tokenizer PSNR against the true stories: {summary['psnr']:.2f} dB (worst story "
                   f"{summary['psnr_worst']:.2f} dB)")
