@@ -496,10 +496,15 @@ def test_train_resume_and_export_commands(tiny_phenaki_dir, tmp_path):
     assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     code, _, err = run_cli(*args, "--steps", "6", "--tokenizer", tiny_phenaki_dir)
     assert code == 2 and "already exists (pass --resume" in err
-    code, _, err = run_cli("export", run, "-o", tmp_path / "shipped", "-q")
+    code, _, err = run_cli("export", run, "-o", tmp_path / "shipped", "--guidance", "2", "-q")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "shipped").iterdir()) == [
         "config.json", "text_encoder", "tokenizer.safetensors", "transformer.safetensors"]
+    sampling = json.loads((tmp_path / "shipped" / "config.json").read_text())["sampling"]
+    source = json.loads((run / "config.json").read_text())["sampling"]
+    assert sampling == {**source, "guidance": 2.0}  # the one default set, the others kept
+    code, _, err = run_cli("export", run, "-o", tmp_path / "bad", "--guidance", "-1", "-q")
+    assert code == 2 and "--guidance must be a number >= 0, got -1" in err and not (tmp_path / "bad").exists()
     code, _, err = run_cli("generate", "a red circle moves left", "-o", tmp_path / "g.mp4", "--model",
                            tmp_path / "shipped", "-q")
     assert code == 0, err

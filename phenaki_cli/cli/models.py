@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from phenaki_cli.cli.common import JsonOption, ModelOption, OverwriteOption, QuietOption, out, say
+from phenaki_cli.cli.common import JsonOption, ModelOption, OverwriteOption, QuietOption, number, out, say
 from phenaki_cli.errors import UserError
 
 
@@ -66,6 +66,12 @@ def export_command(source: Path = typer.Argument(..., help="A training folder (o
                    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Swap in this tokenizer's "
                                                             "decoder: it must make the same tokens (train-tokenizer "
                                                             "--decoder-only)."),
+                   guidance: Optional[float] = typer.Option(None, "--guidance", help="Store this guidance as the "
+                                                            "model's sampling default (default: the source's).",
+                                                            callback=number("--guidance", 0)),
+                   temperature: Optional[float] = typer.Option(None, "--temperature", help="Store this confidence "
+                                                               "noise as the model's default (default: the source's).",
+                                                               callback=number("--temperature", 0)),
                    overwrite: bool = OverwriteOption, quiet: bool = QuietOption):
     """Write a clean model directory for shipping: weights, text encoder, card; no training state."""
     import torch
@@ -86,6 +92,8 @@ def export_command(source: Path = typer.Argument(..., help="A training folder (o
                             f"trained on those); fine-tune a decoder with train-tokenizer --init-from "
                             f"{source} --decoder-only")
         model.tokenizer = replacement
+    # sampling defaults are chosen by evaluating the trained weights, so they are set when shipping them
+    model.sampling = model.settings(guidance=guidance, temperature=temperature)
     model.save_pretrained(output, dtype=torch.float16 if fp16 else None,
                           model_card=card.read_text() if card is not None else None)
     size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
