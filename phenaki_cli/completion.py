@@ -224,16 +224,19 @@ def tokens_to_edit(fit: torch.Tensor, head: int, strength: float,
 
 @torch.inference_mode()
 def edit_window(model: Phenaki, window: np.ndarray, prompt: str, carried: int, strength: float,
-                settings: SamplingConfig, seed: int, source_prompt: str | None = None) -> np.ndarray:
+                settings: SamplingConfig, seed: int, source_prompt: str | None = None,
+                keep_first: bool = False) -> np.ndarray:
     """Re-sample the `strength` share of the window's tokens that the edit should change; keep the rest.
     Which tokens: without `source_prompt`, those the new prompt finds least likely (`masked_fit`);
     with it, those whose likelihood falls most from the source prompt (what the video shows) to the
     new one, so tokens that neither prompt explains better (the background, an object the edit does
     not touch) are not chosen merely for being hard to predict. The `carried` frames at the start
-    (the previous window's output) are given and kept."""
+    (the previous window's output) are given and kept; `keep_first` keeps the first frame too, for
+    edits of what happens rather than of how the video starts (the first window has no carried frames)."""
     tok, transformer = model.tokenizer, model.transformer
     tokens = tok.encode(frames_to_tensor(window)[None])
     time_steps = tokens.shape[1]
+    carried = max(carried, 1) if keep_first else carried
     head = tok.config.time_steps(carried) if carried else 0
     context = _prompt_context(model, prompt, time_steps, settings.guidance)
     fit = masked_fit(transformer, tokens, context, settings.guidance, tok.config.codebook_size, seed)

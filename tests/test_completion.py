@@ -131,6 +131,11 @@ def test_complete_inpaint_edit_commands(tiny_phenaki_dir, tmp_path):
                            "0.4", "--source-prompt", "a red square stays still", *common)
     assert code == 0, err
     assert len(read_video(tmp_path / "edit.mp4").frames) == 11
+    code, _, err = run_cli("edit", tmp_path / "in", "a blue circle", "-o", tmp_path / "edit-first", "--strength",
+                           "1", "--keep-first", *common)
+    assert code == 0, err
+    out = read_video(tmp_path / "edit-first").frames
+    assert len(out) == 11 and np.array_equal(out[0], frames[0]) and not np.array_equal(out[1:], frames[1:])
     write_png(tmp_path / "end.png", frames[0])
     code, _, err = run_cli("generate", "a red square moves left", "-o", tmp_path / "to-end", "--image-end",
                            tmp_path / "end.png", "--seconds", "1", *common)
@@ -189,3 +194,23 @@ def test_eval_task_scores_completion_cases(tiny_phenaki_dir):
     assert code == 2 and "give --generate N too" in err
     code, _, err = run_cli("eval", "--generate", "1", "--task", "dance", "--model", tiny_phenaki_dir)
     assert code == 2 and "--task 'dance': choose one of" in err
+
+
+def test_edit_case_follows_a_turning_object_and_prompts_the_whole_scene():
+    """The edit score's path of the untouched object must follow it while its colour blends (matching
+    its first colour lost it after a few frames, so such edits could never count as kept), and the edit
+    prompt must still describe that object (an instruction naming only the edited one made it the least
+    likely and re-sampled)."""
+    from phenaki_cli.data.shapes_sampler import split_rng
+    from phenaki_cli.data.shapes_world import parse_caption, render_story
+    from phenaki_cli.eval.completion import _edited, _path
+
+    caption = parse_caption("a small green square shrinks and a cyan square turns orange")
+    frames = render_story([caption], 21, size=64, seed=3).frames
+    path = _path(frames, "black", "cyan", "square")
+    assert all(p is not None for p in path)
+    assert max(abs(a[0] - b[0]) + abs(a[1] - b[1]) for a, b in zip(path, path[1:])) < 1  # it does not move
+    edit = _edited(caption, split_rng("test", 0))
+    assert edit.clauses[1] == caption.clauses[1] and edit.background == caption.background
+    assert edit.clauses[0].action != caption.clauses[0].action
+    assert (edit.clauses[0].color, edit.clauses[0].shape) == ("green", "square")

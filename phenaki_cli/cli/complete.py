@@ -129,13 +129,17 @@ def inpaint(video: Path = typer.Argument(..., help="The video to change inside a
 
 
 def edit(video: Path = typer.Argument(..., help="The video to edit."),
-         prompt: str = typer.Argument(..., help="The video as it should be, e.g. 'the red circle turns blue'."),
+         prompt: str = typer.Argument(..., help="The video as it should be, e.g. 'the red circle turns blue'; "
+                                     "with --source-prompt, the whole scene, as that describes it now with "
+                                     "the change made (an object left out counts as unlikely, and is redrawn)."),
          output: Path = typer.Option(..., "--output", "-o", help="Video to write."),
          strength: float = typer.Option(0.5, "--strength", help="Share of tokens re-sampled, 0..1 (those the prompt "
                                                                 "finds least likely, or see --source-prompt)."),
          source_prompt: Optional[str] = typer.Option(None, "--source-prompt", help="What the video shows now: "
                                                      "re-sample the tokens whose likelihood falls most from it "
                                                      "to PROMPT instead (keeps what the edit does not touch)."),
+         keep_first: bool = typer.Option(False, "--keep-first", help="Keep the first frame as it is: an edit of "
+                                         "what happens, not of how the video starts."),
          model: Path = ModelOption, text_encoder: Optional[str] = TextEncoderOption, seed: int = SeedOption,
          steps: Optional[int] = StepsOption, guidance: Optional[float] = GuidanceOption,
          temperature: Optional[float] = TemperatureOption, overwrite: bool = OverwriteOption,
@@ -149,9 +153,9 @@ def edit(video: Path = typer.Argument(..., help="The video to edit."),
     phenaki, settings = _load(model, text_encoder, steps, guidance, temperature)
     frames = _read(video, phenaki, quiet=quiet or as_json)
     chunks = process_windows(frames, settings, lambda window, carried: edit_window(
-        phenaki, window, prompt, carried, strength, settings, seed, source_prompt))
+        phenaki, window, prompt, carried, strength, settings, seed, source_prompt, keep_first))
     _write(output, chunks, phenaki.fps, {"strength": strength, "prompt": prompt, "source_prompt": source_prompt,
-                                         "seed": seed}, as_json, quiet)
+                                         "keep_first": keep_first, "seed": seed}, as_json, quiet)
 
 
 def generate_between(prompt: str, output: Path, start: Optional[Path], end: Path, seconds: float, model: Path,

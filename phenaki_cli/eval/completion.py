@@ -8,10 +8,11 @@ keeps some of the truth and asks the model for the rest under the scene's captio
 - image: image-to-video (`generate --image`): the scene's first frame is given, the model makes
   the rest of the window from it and the caption, and the whole clip is judged;
 - inpaint: the box around one object's path is regenerated, the rest kept;
-- edit: a two-object scene, re-prompted with one object's action changed (`the red circle turns
-  blue`, `... moves left`) and edited with the scene's caption as the source prompt (the tokens
-  whose likelihood falls most are re-sampled); the edited clause is judged, and the other object's
-  trajectory must stay within 2 px of the source (the prompt does not mention it).
+- edit: a two-object scene, re-prompted as a whole with one object's action changed (`a red circle
+  turns blue and a white square moves up`) and edited with the scene's caption as the source prompt
+  (the tokens whose likelihood falls most are re-sampled, the first frame kept: `edit --keep-first`);
+  the edited clause is judged, and the object the edit does not touch must keep its trajectory
+  within 2 px of the source.
 
 Kept pixels are reported as PSNR against the source (completion keeps them exactly).
 """
@@ -27,7 +28,7 @@ from phenaki_cli.completion import completion_frames, edit_window, fill, process
 from phenaki_cli.config import SamplingConfig
 from phenaki_cli.data.shapes_sampler import sample_rendered_story, split_rng
 from phenaki_cli.data.shapes_world import ACTIONS, Caption
-from phenaki_cli.eval.analyser import analyse, find_blobs, match
+from phenaki_cli.eval.analyser import analyse, find_blobs, match, track
 from phenaki_cli.eval.metrics import psnr
 from phenaki_cli.pipeline import Phenaki
 
@@ -74,16 +75,24 @@ def _box_around(frames: np.ndarray, caption: Caption, patch: int) -> np.ndarray:
 
 
 def _edited(caption: Caption, rng: np.random.Generator) -> Caption:
-    """The caption with its first clause's action changed; only that clause, as an instruction."""
+    """The whole caption with its first clause's action changed: the edit's prompt. Describing the
+    whole scene matters: a prompt that names only the edited object makes the other one the least
+    likely under it, and it would be re-sampled (session 38, the shipped model: its path kept in 2 of 30
+    edits, 19 of 30 with the whole caption)."""
     clause = caption.clauses[0]
     options = [a for a in ACTIONS if a != clause.action and a != f"turns {clause.color}"]
     action = options[int(rng.integers(len(options)))]
-    return Caption((replace(clause, article="the", action=action),), caption.background)
+    return replace(caption, clauses=(replace(clause, action=action), *caption.clauses[1:]))
 
 
 def _path(frames: np.ndarray, background: str, color: str, shape: str) -> list[tuple[float, float] | None]:
-    return [(b.cx, b.cy) if (b := match(blobs, color, shape)) else None
-            for blobs in find_blobs(frames, [background] * len(frames))]
+    """The object's centre frame by frame: found by its name in the first frame, then followed by
+    position whatever its colour does (an object that turns no longer matches its first colour)."""
+    blobs = find_blobs(frames, [background] * len(frames))
+    start = match(blobs[0], color, shape)
+    if start is None:
+        return [None] * len(frames)
+    return [(b.cx, b.cy) if b else None for b in track(blobs, start, max_jump=6 * frames.shape[1] / 64)]
 
 
 def score_case(model: Phenaki, task: str, index: int, settings: SamplingConfig, seed: int,
@@ -96,8 +105,8 @@ def score_case(model: Phenaki, task: str, index: int, settings: SamplingConfig, 
         edit = _edited(caption, split_rng("test", index))
         out = np.concatenate(list(process_windows(truth, settings, lambda w, c: edit_window(
             model, w, edit.text(), c, strength, settings, seed + index,
-            caption.text() if edit_from_source else None))))
-        ok = analyse(out, [edit], [(0, len(out))]).clauses[0].ok
+            caption.text() if edit_from_source else None, keep_first=True))))
+        ok = analyse(out, [edit], [(0, len(out))]).clauses[0].ok  # the edited clause
         other = caption.clauses[1]
         before = _path(truth, caption.background, other.color, other.shape)
         after = _path(out, caption.background, other.color, other.shape)
