@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import build_tiny_phenaki, run_cli
-from phenaki_cli.completion import (completion_frames, edit_window, fill, given_tokens, process_windows,
-                                    tokens_to_edit, window_spans)
+from phenaki_cli.completion import (_prompt_context, completion_frames, edit_window, fill, given_tokens,
+                                    process_windows, prompt_fit, tokens_to_edit, window_spans)
 from phenaki_cli.transformer.masking import TaskMix, mask_among, task_given
 from phenaki_cli.video_io import read_video, write_png, write_video
 
@@ -108,6 +108,25 @@ def test_edits_choose_the_tokens_the_new_prompt_explains_worse_than_the_source_p
     assert torch.nonzero(tokens_to_edit(fit, 1, share, source_fit)).tolist() == [[0, 2, 1, 1]]
     everything = tokens_to_edit(fit, 1, 1.0, source_fit)
     assert not everything[:, :1].any() and everything[:, 1:].all()  # the carried head is never chosen
+
+
+@torch.inference_mode()
+def test_an_edit_scores_tokens_from_the_head_and_the_prompt_alone(tiny):
+    """The edit's fit sees only the carried head and the prompt: with the rest of the window visible,
+    neighbours explain every token and the prompt hardly changes its likelihood."""
+    transformer, size = tiny.transformer, tiny.tokenizer.config.codebook_size
+    tokens = torch.randint(size, (1, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    context = _prompt_context(tiny, "a red circle moves right", 3, 2.0)
+    fit = prompt_fit(transformer, tokens, 1, context, 2.0, size)
+    assert fit.shape == tokens.shape and (fit <= 0).all()
+    later = tokens.clone()
+    later[0, 2] = (later[0, 2] + 1) % size  # other tokens after the head: no effect on time step 1's fit
+    assert torch.allclose(prompt_fit(transformer, later, 1, context, 2.0, size)[0, 1], fit[0, 1])
+    head = tokens.clone()
+    head[0, 0] = (head[0, 0] + 1) % size  # the head is what the fit is conditioned on
+    assert not torch.allclose(prompt_fit(transformer, head, 1, context, 2.0, size)[0, 1], fit[0, 1])
+    other = _prompt_context(tiny, "a blue square moves up", 3, 2.0)
+    assert not torch.allclose(prompt_fit(transformer, tokens, 1, other, 2.0, size), fit)
 
 
 def test_complete_inpaint_edit_commands(tiny_phenaki_dir, tmp_path):

@@ -43,6 +43,7 @@ COLOR_TOLERANCE = 60.0  # RGB distance from a background→colour line within wh
 MIN_AREA = 6  # pixels at 64 px; smaller blobs are noise
 SHAPELESS_AREA = 24  # pixels at 64 px; a blurred blob this small shows no reliable shape
 SHAPE_AREA = {"circle": np.pi, "square": 4.0, "triangle": 2.0}  # area = factor · r²
+MAX_JUMP = 4 * SPEED  # px at 64 px a tracked object may move between frames (6: blur and growth move centres too)
 
 
 @dataclass
@@ -156,8 +157,9 @@ def match(blobs: list[Blob], color: str, shape: str) -> Blob | None:
     return max(fits, key=lambda b: b.area, default=None)
 
 
-def track(blobs: list[list[Blob]], start: Blob, max_jump: float) -> list[Blob | None]:
+def track(blobs: list[list[Blob]], start: Blob) -> list[Blob | None]:
     """Follow a blob by position through frames, whatever its colour does."""
+    max_jump = MAX_JUMP * start.scale
     path, last = [start], start
     for frame in blobs[1:]:
         near = [b for b in frame if np.hypot(b.cx - last.cx, b.cy - last.cy) <= max_jump]
@@ -308,7 +310,7 @@ def analyse(frames: np.ndarray, captions: list[Caption], scene_ranges: list[tupl
                                                    len(caption.clauses)))
                 continue
             j0 = next(j for j, h in zip(check_frames, hits) if h is not None)
-            path = track(scene_blobs[j0:], hits[check_frames.index(j0)], max_jump=6 * scale)
+            path = track(scene_blobs[j0:], hits[check_frames.index(j0)])
             ok, detail = _check_action(clause, path, n - j0, scale)
             report.clauses.append(ClauseResult(s, clause.text(), True, bool(ok), detail, clause.verb,
                                                len(caption.clauses)))

@@ -92,7 +92,7 @@ def _path(frames: np.ndarray, background: str, color: str, shape: str) -> list[t
     start = match(blobs[0], color, shape)
     if start is None:
         return [None] * len(frames)
-    return [(b.cx, b.cy) if b else None for b in track(blobs, start, max_jump=6 * frames.shape[1] / 64)]
+    return [(b.cx, b.cy) if b else None for b in track(blobs, start)]
 
 
 def score_case(model: Phenaki, task: str, index: int, settings: SamplingConfig, seed: int,
