@@ -7,7 +7,7 @@ import torch
 from conftest import build_tiny_phenaki, run_cli
 from phenaki_cli.completion import (_prompt_context, completion_frames, edit_window, fill, given_tokens,
                                     process_windows, prompt_fit, tokens_to_edit, window_spans)
-from phenaki_cli.transformer.masking import TaskMix, mask_among, task_given
+from phenaki_cli.transformer.masking import TaskMix, mask_among, object_box, task_given
 from phenaki_cli.video_io import read_video, write_png, write_video
 
 
@@ -40,7 +40,37 @@ def test_each_task_gives_the_right_tokens_and_masks_only_the_rest():
                     assert per_step[:head].all() and (mask.reshape(t, -1)[head:]).all()
     assert set(TaskMix(0.25, 0.25, 0.25, 0.25).draw(200, generator)) == {"predict", "rewind", "infill", "box"}
     assert "forecast" in TaskMix(forecast=0.5).draw(50, generator)
+    assert "object" in TaskMix(object=0.5).draw(50, generator)
     assert set(TaskMix().draw(20, generator)) == {"generate"}
+
+
+def test_the_object_task_boxes_one_objects_whole_path_and_nothing_else_is_missing():
+    # background token 0; object 1 (token 5) moves right one column a step along row 1; object 2
+    # (token 7) stays at rows 5-6, columns 5-6
+    t, h, w = 4, 8, 8
+    clip = torch.zeros(t, h, w, dtype=torch.long)
+    for step in range(t):
+        clip[step, 1, step:step + 2] = 5
+    clip[:, 5:7, 5:7] = 7
+    generator = torch.Generator().manual_seed(0)
+    paths = {"moving": torch.zeros(h, w, dtype=torch.bool), "still": torch.zeros(h, w, dtype=torch.bool)}
+    paths["moving"][1, 0:5] = True
+    paths["still"][5:7, 5:7] = True
+    seen = set()
+    for _ in range(40):
+        box = object_box(clip, generator)
+        name = "moving" if box[1, 2] else "still"
+        seen.add(name)
+        rows, cols = box.any(1).nonzero()[:, 0], box.any(0).nonzero()[:, 0]
+        assert (box == 0).sum() + len(rows) * len(cols) == h * w  # a rectangle
+        assert (box & paths[name]).equal(paths[name])  # the whole path inside
+        assert not box[paths["still" if name == "moving" else "moving"]].all()  # not the other object
+        assert len(rows) <= paths[name].any(1).sum() + 2 and len(cols) <= paths[name].any(0).sum() + 2  # at most one more each side
+    assert seen == {"moving", "still"}
+    assert object_box(torch.zeros(t, h, w, dtype=torch.long), generator) is None
+    given = task_given((2, t, h, w), torch.tensor([1, 0]), ["object", "object"], generator, clip[None].expand(2, -1, -1, -1))
+    assert given[0, 0].all() and not given[0, 1:].all() and not given[1, 0].all()  # the prefix stays given
+    assert (given[:, 1:] == given[:, 1:2]).all()  # the same box in every step after the prefix
 
 
 def test_a_token_is_given_only_when_its_whole_tubelet_patch_is_known():

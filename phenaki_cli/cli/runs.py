@@ -12,7 +12,7 @@ from phenaki_cli.errors import Interrupted, UserError
 
 RUN_PARAMS = {"ema_decay": "ema", "l1_weight": "l1", "adversarial_weight": "adversarial",
               "corrupt_share": "corrupt", "change_weight": "change_weight", **{
-    f"{task}_share": "tasks" for task in ("predict", "rewind", "infill", "box", "forecast")}}  # settings field → option
+    f"{task}_share": "tasks" for task in ("predict", "rewind", "infill", "box", "forecast", "object")}}  # settings field → option
 
 
 def given(ctx: typer.Context, param: str) -> bool:

@@ -263,7 +263,8 @@ def train_command(
         image_share: float = typer.Option(0.2, "--image-share", help="Share of steps on images (paper: 0.2)."),
         tasks: str = typer.Option("", "--tasks", help="Task shares of the samples, e.g. predict=0.1,"
                                                     "rewind=0.1,infill=0.1,box=0.1; forecast masks all after the "
-                                                    "first step (the rest: plain generation)."),
+                                                    "first step; object boxes one object's whole path (the rest: "
+                                                    "plain generation)."),
         corrupt: float = typer.Option(0.0, "--corrupt", help="Share of the visible tokens replaced by a neighbour's "
                                       "in training, so the model learns to continue from imperfect tokens."),
         crop_share: float = typer.Option(0.25, "--crop-share", help="Share of the video steps trained on a shorter "

@@ -47,18 +47,20 @@ class TransformerTrainSettings(LoopSettings):
     infill_share: float = 0.0
     box_share: float = 0.0
     forecast_share: float = 0.0
+    object_share: float = 0.0
     corrupt_share: float = 0.0  # share of the visible tokens replaced by a neighbour's (masking.corrupt_visible)
     change_weight: float = 1.0  # loss weight of the tokens that changed since the previous time step
 
     RUN_FIELDS = {**LoopSettings.RUN_FIELDS, "batch_size": "--batch-size", "text_drop": "text dropout",
                   "image_share": "--image-share", "crop_share": "--crop-share", "predict_share": "--tasks predict=",
                   "rewind_share": "--tasks rewind=", "infill_share": "--tasks infill=", "box_share": "--tasks box=",
-                  "forecast_share": "--tasks forecast=",
+                  "forecast_share": "--tasks forecast=", "object_share": "--tasks object=",
                   "corrupt_share": "--corrupt", "change_weight": "--change-weight"}
 
     @property
     def task_mix(self) -> TaskMix:
-        return TaskMix(self.predict_share, self.rewind_share, self.infill_share, self.box_share, self.forecast_share)
+        return TaskMix(self.predict_share, self.rewind_share, self.infill_share, self.box_share, self.forecast_share,
+                       self.object_share)
 
     def validate(self) -> None:
         super().validate()

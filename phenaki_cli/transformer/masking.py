@@ -8,6 +8,9 @@ Which tokens may be masked depends on the task a sample trains (one model learns
 - predict / rewind / infill (MMVG): the first, the last, or the first and last time steps
   are given, the span between them is to be filled;
 - box (in/outpainting): everything outside a rectangle of token positions is given;
+- object (inpainting an object): everything outside the rectangle around one object's whole path
+  is given (`object_box`), so the object is nowhere else and only the text can draw it there, as
+  when a user boxes where a named thing should be; random boxes are mostly background inside;
 - forecast: the clip's prefix (without one, its first time step) is given and *everything*
   after it is masked: the window as decoding meets it once the given or first frame is settled,
   where only the text can say what changes. Under a cosine-drawn share some token of a later
@@ -34,7 +37,7 @@ import torch.nn.functional as F
 
 from phenaki_cli.transformer.maskgit import MaskGIT
 
-TASKS = ("generate", "predict", "rewind", "infill", "box", "forecast")
+TASKS = ("generate", "predict", "rewind", "infill", "box", "forecast", "object")
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,12 @@ class TaskMix:
     rewind: float = 0.0
     infill: float = 0.0
     box: float = 0.0
-    forecast: float = 0.0  # last, so that runs without it draw the tasks they always drew
+    forecast: float = 0.0  # the later a task, the later in this list: runs without it draw what they always drew
+    object: float = 0.0
 
     @property
     def shares(self) -> list[float]:
-        return [self.predict, self.rewind, self.infill, self.box, self.forecast]  # the order of TASKS[1:]
+        return [self.predict, self.rewind, self.infill, self.box, self.forecast, self.object]  # the order of TASKS[1:]
 
     def validate(self) -> None:
         shares = self.shares
@@ -72,9 +76,38 @@ def _uniform(low: int, high: int, generator: torch.Generator | None) -> int:
     return low + int(torch.randint(high - low + 1, (1,), generator=generator))
 
 
+def object_box(clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """(h, w) bool: the rectangle of token positions around one object's whole path in a (T, h, w)
+    clip, grown by up to one position on each side (a user's box is rarely tight); None when the
+    clip shows no object. Objects are the tokens that differ from the clip's most common one (its
+    background), connected across space and time: a Shapes World object moves less than a patch
+    per time step, so its path is one region. Picked in proportion to size, so a stray token is
+    rarely the object."""
+    t, h, w = clip.shape
+    foreground = clip != clip.flatten().mode().values
+    if not foreground.any():
+        return None
+    # label each region with its largest position index: spread the maximum to the 26 neighbours until stable
+    labels = torch.where(foreground, torch.arange(1, clip.numel() + 1, dtype=torch.float32).view(t, h, w), 0.0)
+    while True:
+        grown = F.max_pool3d(labels[None, None], 3, stride=1, padding=1)[0, 0] * foreground
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    chosen = labels[foreground]
+    path = (labels == chosen[torch.randint(len(chosen), (1,), generator=generator)]).any(0)
+    rows, cols = path.any(1).nonzero()[:, 0], path.any(0).nonzero()[:, 0]
+    grow = torch.randint(2, (4,), generator=generator).tolist()
+    box = torch.zeros(h, w, dtype=torch.bool)
+    box[max(0, int(rows[0]) - grow[0]):int(rows[-1]) + 1 + grow[1],
+        max(0, int(cols[0]) - grow[2]):int(cols[-1]) + 1 + grow[3]] = True
+    return box
+
+
 def task_given(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor, tasks: list[str],
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """(b, T, h, w) bool, True = given (never masked), for each sample's task."""
+               generator: torch.Generator | None = None, tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """(b, T, h, w) bool, True = given (never masked), for each sample's task; the object task
+    needs the (b, T, h, w) `tokens` (a clip without an object trains a random box instead)."""
     b, t, h, w = shape
     time_index = torch.arange(t)[:, None, None].expand(t, h, w)
     given = torch.zeros(shape, dtype=torch.bool)
@@ -89,6 +122,9 @@ def task_given(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor, tas
             task = "predict"
         if task in ("predict", "forecast") and t - first < room[task]:
             task = "generate"
+        inside = object_box(tokens[i], generator) if task == "object" else None
+        if task == "object" and inside is None:
+            task = "box"
         if task == "generate":
             given[i] = before
         elif task == "forecast":  # mask_among masks all the rest
@@ -105,6 +141,8 @@ def task_given(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor, tas
             top, left = _uniform(0, h - rows, generator), _uniform(0, w - cols, generator)
             inside = torch.zeros(h, w, dtype=torch.bool)
             inside[top:top + rows, left:left + cols] = True
+            given[i] = before | ~inside[None]
+        elif task == "object":
             given[i] = before | ~inside[None]
         else:
             raise ValueError(f"unknown task {task!r}")
@@ -165,7 +203,8 @@ def masked_token_loss(model: MaskGIT, tokens: torch.Tensor, text: torch.Tensor, 
     tokens that changed since the previous time step weigh `change_weight` (a weighted mean)."""
     # drawn on the CPU from the step's generator (reproducible on any device), then moved
     tasks = (mix or TaskMix()).draw(tokens.shape[0], generator)
-    given = task_given(tuple(tokens.shape), prefix_steps.cpu(), tasks, generator)
+    given = task_given(tuple(tokens.shape), prefix_steps.cpu(), tasks, generator,
+                       tokens.cpu() if "object" in tasks else None)
     mask = mask_among(given, generator, torch.tensor([task == "forecast" for task in tasks])).to(tokens.device)
     drop = torch.rand(tokens.shape[0], generator=generator) < text_drop
     context = model.prepare(text, text_mask, tokens.shape[1], drop=drop)
