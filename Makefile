@@ -50,7 +50,7 @@ eval-tasks: $(STAMP)
 	done
 
 # Reproduce the shipped model from scratch with the project's own commands, stage by stage as it was
-# trained (about 14 hours of CPU time in bf16, one core per stage; MODEL_CARD.md, "Training"). Each
+# trained (about 15 hours of CPU time in bf16, one core per stage; MODEL_CARD.md, "Training"). Each
 # stage stops where the shipped one did (--until-step, on its own schedule) and resumes with --resume.
 TASKS := predict=0.1,rewind=0.1,infill=0.1,box=0.1
 train-demo: $(STAMP)
@@ -64,7 +64,7 @@ train-demo: $(STAMP)
 		--text-encoder $(TRAIN)/text --clips 8000 --frames 21 --prime-frames 5
 	$(BIN)/phenaki train $(TRAIN)/tokens -o $(TRAIN)/model --tokenizer $(TRAIN)/tokenizer \
 		--config configs/shapes-64/transformer.json --attention factorized --positions rotary --frames 21 \
-		--prime-frames 5 --batch-size 8 --lr 1e-3 --steps 30000 --until-step 18021 --tasks $(TASKS) --resume
+		--prime-frames 5 --batch-size 8 --lr 1e-3 --steps 30000 --until-step 21131 --tasks $(TASKS) --resume
 	$(BIN)/phenaki train $(TRAIN)/tokens -o $(TRAIN)/annealed --init-from $(TRAIN)/model --batch-size 8 --lr 5e-4 \
 		--steps 400 --corrupt 0.2 --tasks $(TASKS) --resume
 	$(BIN)/phenaki export $(TRAIN)/annealed -o $(TRAIN)/shapes-64 --tokenizer $(TRAIN)/decoder --guidance 2 \
