@@ -123,8 +123,6 @@ def task_given(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor, tas
         if task in ("predict", "forecast") and t - first < room[task]:
             task = "generate"
         inside = object_box(tokens[i], generator) if task == "object" else None
-        if task == "object" and inside is None:
-            task = "box"
         if task == "generate":
             given[i] = before
         elif task == "forecast":  # mask_among masks all the rest
@@ -136,13 +134,12 @@ def task_given(shape: tuple[int, int, int, int], prefix_steps: torch.Tensor, tas
         elif task == "infill":  # head and tail given
             head = _uniform(first, t - 2, generator)
             given[i] = (time_index < head) | (time_index >= _uniform(head + 1, t - 1, generator))
-        elif task == "box":
-            rows, cols = _uniform(1, h, generator), _uniform(1, w, generator)
-            top, left = _uniform(0, h - rows, generator), _uniform(0, w - cols, generator)
-            inside = torch.zeros(h, w, dtype=torch.bool)
-            inside[top:top + rows, left:left + cols] = True
-            given[i] = before | ~inside[None]
-        elif task == "object":
+        elif task in ("box", "object"):
+            if inside is None:  # a random rectangle (also for an object task whose clip shows no object)
+                rows, cols = _uniform(1, h, generator), _uniform(1, w, generator)
+                top, left = _uniform(0, h - rows, generator), _uniform(0, w - cols, generator)
+                inside = torch.zeros(h, w, dtype=torch.bool)
+                inside[top:top + rows, left:left + cols] = True
             given[i] = before | ~inside[None]
         else:
             raise ValueError(f"unknown task {task!r}")
